@@ -1,0 +1,170 @@
+//! The DINO multi-crop: two global and N local views of one image, as packed RGB8.
+//!
+//! Randomness comes only from `Rng::keyed(&[seed, epoch, sample_id])`, so a sample's crops are
+//! the same whatever the worker count or scheduling.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+use crate::frame::Frame;
+
+/// `[augment]`: the multi-crop recipe (paper defaults) and the worker pool that runs it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// Augment worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Capacity of the channel from the augment pool to the batcher, in samples.
+    pub channel_capacity: usize,
+    /// Side of the square global crops, in pixels.
+    pub global_size: u32,
+    /// Area fraction range of the global RandomResizedCrop.
+    pub global_scale: [f64; 2],
+    /// Number of local crops (0 disables them; then the global scale default becomes 0.14..1).
+    pub local_crops: usize,
+    /// Side of the square local crops, in pixels.
+    pub local_size: u32,
+    /// Area fraction range of the local RandomResizedCrop.
+    pub local_scale: [f64; 2],
+    /// Aspect-ratio range (width / height) of RandomResizedCrop.
+    pub ratio: [f64; 2],
+    /// Probability of a horizontal flip.
+    pub flip_p: f64,
+    /// Probability that colour jitter is applied to a view.
+    pub jitter_p: f64,
+    pub brightness: f64,
+    pub contrast: f64,
+    pub saturation: f64,
+    pub hue: f64,
+    /// Probability of converting a view to grayscale (kept as 3 channels).
+    pub grayscale_p: f64,
+    /// Gaussian blur sigma range.
+    pub blur_sigma: [f64; 2],
+    /// Blur probability on global view 1.
+    pub blur_p_global1: f64,
+    /// Blur probability on global view 2.
+    pub blur_p_global2: f64,
+    /// Blur probability on each local view.
+    pub blur_p_local: f64,
+    /// Solarize probability on global view 2.
+    pub solarize_p: f64,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            workers: 0,
+            channel_capacity: 256,
+            global_size: 224,
+            global_scale: [0.4, 1.0],
+            local_crops: 8,
+            local_size: 96,
+            local_scale: [0.05, 0.4],
+            ratio: [3.0 / 4.0, 4.0 / 3.0],
+            flip_p: 0.5,
+            jitter_p: 0.8,
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.2,
+            hue: 0.1,
+            grayscale_p: 0.2,
+            blur_sigma: [0.1, 2.0],
+            blur_p_global1: 1.0,
+            blur_p_global2: 0.1,
+            blur_p_local: 0.5,
+            solarize_p: 0.2,
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// Number of global views; fixed at 2 by the DINO loss.
+    pub const GLOBAL_CROPS: usize = 2;
+
+    /// Bytes of one global crop.
+    pub fn global_bytes(&self) -> usize {
+        self.global_size as usize * self.global_size as usize * 3
+    }
+
+    /// Bytes of one local crop.
+    pub fn local_bytes(&self) -> usize {
+        self.local_size as usize * self.local_size as usize * 3
+    }
+
+    pub fn validate(&self, problems: &mut Problems) {
+        problems.check(self.global_size >= 8, "augment.global_size", || {
+            format!("must be >= 8, got {}", self.global_size)
+        });
+        problems.check(self.local_size >= 4, "augment.local_size", || {
+            format!("must be >= 4, got {}", self.local_size)
+        });
+        problems.check(self.channel_capacity > 0, "augment.channel_capacity", || {
+            "must be > 0".into()
+        });
+        problems.interval("augment.global_scale", self.global_scale, 1e-6, 1.0);
+        problems.interval("augment.local_scale", self.local_scale, 1e-6, 1.0);
+        problems.interval("augment.ratio", self.ratio, 1e-3, 1e3);
+        problems.interval("augment.blur_sigma", self.blur_sigma, 1e-3, 100.0);
+        for (key, p) in [
+            ("augment.flip_p", self.flip_p),
+            ("augment.jitter_p", self.jitter_p),
+            ("augment.grayscale_p", self.grayscale_p),
+            ("augment.blur_p_global1", self.blur_p_global1),
+            ("augment.blur_p_global2", self.blur_p_global2),
+            ("augment.blur_p_local", self.blur_p_local),
+            ("augment.solarize_p", self.solarize_p),
+        ] {
+            problems.in_range(key, p, 0.0, 1.0);
+        }
+        problems.in_range("augment.brightness", self.brightness, 0.0, 10.0);
+        problems.in_range("augment.contrast", self.contrast, 0.0, 10.0);
+        problems.in_range("augment.saturation", self.saturation, 0.0, 10.0);
+        problems.in_range("augment.hue", self.hue, 0.0, 0.5);
+    }
+}
+
+/// Errors making crops; the sample is skipped and counted.
+#[derive(Debug, thiserror::Error)]
+pub enum AugmentError {
+    #[error("image is empty ({0}x{1})")]
+    Empty(u32, u32),
+    #[error("resize failed: {0}")]
+    Resize(String),
+}
+
+/// One worker's multi-crop engine: the recipe plus scratch buffers it reuses across images.
+pub struct MultiCrop {
+    cfg: AugmentConfig,
+    seed: u64,
+}
+
+impl MultiCrop {
+    pub fn new(cfg: &AugmentConfig, seed: u64) -> Self {
+        MultiCrop { cfg: cfg.clone(), seed }
+    }
+
+    pub fn config(&self) -> &AugmentConfig {
+        &self.cfg
+    }
+
+    /// Writes the 2 global crops back to back into `global` (2 × global_bytes) and the local
+    /// crops into `local` (local_crops × local_bytes), each packed RGB8 HWC.
+    pub fn apply(
+        &mut self,
+        frame: &Frame,
+        epoch: u64,
+        sample_id: u64,
+        global: &mut [u8],
+        local: &mut [u8],
+    ) -> Result<(), AugmentError> {
+        let _ = (frame, epoch, sample_id, global, local, self.seed);
+        todo!("multi-crop")
+    }
+}
+
+/// The evaluation view: resize the shorter side to `size / 0.875` (bicubic, antialiased), then
+/// centre-crop `size × size` (torchvision's Resize(256)+CenterCrop(224) scaled). Packed RGB8.
+pub fn eval_view(frame: &Frame, size: u32) -> Result<Vec<u8>, AugmentError> {
+    let _ = (frame, size);
+    todo!("eval view")
+}
