@@ -5,3 +5,6 @@ pub mod config;
 pub mod decode;
 pub mod frame;
 pub mod rng;
+pub mod batch;
+pub mod model;
+pub mod train;

@@ -1,0 +1,102 @@
+//! Networks: ViT backbones (timm/DINO parameter names) and the DINO projection head.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+
+/// Backbone architecture. Presets follow the paper; `vit` takes the explicit sizes below.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    VitTiny,
+    VitSmall,
+    VitBase,
+    /// A ViT with `embed_dim`, `depth` and `heads` from the config (small images, tests).
+    Vit,
+    Resnet18,
+    Resnet50,
+}
+
+/// `[model]`: backbone and DINO head.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Width of a custom ViT (`arch = "vit"`).
+    pub embed_dim: i64,
+    /// Blocks of a custom ViT.
+    pub depth: i64,
+    /// Attention heads of a custom ViT.
+    pub heads: i64,
+    /// Patch side in pixels.
+    pub patch_size: i64,
+    /// MLP hidden width as a multiple of the embedding width.
+    pub mlp_ratio: f64,
+    /// Stochastic depth rate of the last block (rises linearly from 0), student only.
+    pub drop_path: f64,
+    /// Output dimension K of the DINO head.
+    pub out_dim: i64,
+    /// Hidden width of the head's MLP.
+    pub head_hidden: i64,
+    /// Bottleneck width before the weight-normalised last layer.
+    pub head_bottleneck: i64,
+    /// Linear layers in the head's MLP.
+    pub head_layers: i64,
+    /// Batch norm inside the head's MLP.
+    pub head_bn: bool,
+    /// Fix the last layer's weight-norm scale at 1.
+    pub norm_last_layer: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            arch: Arch::VitSmall,
+            embed_dim: 384,
+            depth: 12,
+            heads: 6,
+            patch_size: 16,
+            mlp_ratio: 4.0,
+            drop_path: 0.1,
+            out_dim: 65536,
+            head_hidden: 2048,
+            head_bottleneck: 256,
+            head_layers: 3,
+            head_bn: false,
+            norm_last_layer: true,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// (embed_dim, depth, heads) after applying the preset.
+    pub fn vit_dims(&self) -> (i64, i64, i64) {
+        match self.arch {
+            Arch::VitTiny => (192, 12, 3),
+            Arch::VitSmall => (384, 12, 6),
+            Arch::VitBase => (768, 12, 12),
+            _ => (self.embed_dim, self.depth, self.heads),
+        }
+    }
+
+    pub fn validate(&self, problems: &mut Problems) {
+        let (dim, depth, heads) = self.vit_dims();
+        if self.arch == Arch::Vit {
+            problems.check(dim > 0 && depth > 0 && heads > 0, "model.embed_dim", || {
+                format!("embed_dim, depth and heads must be > 0, got {dim}, {depth}, {heads}")
+            });
+            problems.check(heads > 0 && dim % heads == 0, "model.heads", || {
+                format!("embed_dim {dim} must be divisible by heads {heads}")
+            });
+        }
+        problems.check(self.patch_size > 0, "model.patch_size", || {
+            format!("must be > 0, got {}", self.patch_size)
+        });
+        problems.in_range("model.drop_path", self.drop_path, 0.0, 1.0);
+        problems.positive("model.mlp_ratio", self.mlp_ratio);
+        problems.check(self.out_dim > 1, "model.out_dim", || format!("must be > 1, got {}", self.out_dim));
+        problems.check(self.head_hidden > 0, "model.head_hidden", || "must be > 0".into());
+        problems.check(self.head_bottleneck > 0, "model.head_bottleneck", || "must be > 0".into());
+        problems.check(self.head_layers >= 1, "model.head_layers", || "must be >= 1".into());
+    }
+}
