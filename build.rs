@@ -15,6 +15,5 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,-rpath={}", lib_dir.to_string_lossy());
     }
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-    println!("cargo:rustc-link-arg=-Wl,--copy-dt-needed-entries");
     println!("cargo:rustc-link-arg=-ltorch");
 }
