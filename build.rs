@@ -12,7 +12,10 @@ fn main() {
         return;
     }
     if let Some(lib_dir) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath={}", lib_dir.to_string_lossy());
+        println!(
+            "cargo:rustc-link-arg=-Wl,-rpath={}",
+            lib_dir.to_string_lossy()
+        );
     }
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-ltorch");

@@ -2,7 +2,18 @@
 
 /// Where the data stream stands: the epoch and the position within that epoch's sample order.
 /// Resuming from a cursor replays the stream from exactly that sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Cursor {
     pub epoch: u64,
     pub position: u64,

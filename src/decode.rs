@@ -20,14 +20,22 @@ pub struct DecodeConfig {
 
 impl Default for DecodeConfig {
     fn default() -> Self {
-        DecodeConfig { workers: 0, channel_capacity: 256, max_pixels: 64 * 1024 * 1024 }
+        DecodeConfig {
+            workers: 0,
+            channel_capacity: 256,
+            max_pixels: 64 * 1024 * 1024,
+        }
     }
 }
 
 impl DecodeConfig {
     pub fn validate(&self, problems: &mut Problems) {
-        problems.check(self.channel_capacity > 0, "decode.channel_capacity", || "must be > 0".into());
-        problems.check(self.max_pixels > 0, "decode.max_pixels", || "must be > 0".into());
+        problems.check(self.channel_capacity > 0, "decode.channel_capacity", || {
+            "must be > 0".into()
+        });
+        problems.check(self.max_pixels > 0, "decode.max_pixels", || {
+            "must be > 0".into()
+        });
     }
 }
 
@@ -37,7 +45,12 @@ pub enum DecodeError {
     #[error("empty file")]
     Empty,
     #[error("image is {width}x{height} = {pixels} pixels, over the limit of {limit} (decode.max_pixels)")]
-    TooLarge { width: u32, height: u32, pixels: u64, limit: u64 },
+    TooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
     #[error("cannot decode: {0}")]
     Image(String),
 }

@@ -37,8 +37,16 @@ impl Frame {
     /// Wraps owned RGB8 bytes; panics if the length does not match the size (a programming
     /// error, not bad input: decoders produce exact buffers).
     pub fn from_rgb(width: u32, height: u32, data: Vec<u8>) -> Self {
-        assert_eq!(data.len(), width as usize * height as usize * 3, "RGB8 buffer size");
-        Frame { width, height, pixels: Pixels::Owned(data) }
+        assert_eq!(
+            data.len(),
+            width as usize * height as usize * 3,
+            "RGB8 buffer size"
+        );
+        Frame {
+            width,
+            height,
+            pixels: Pixels::Owned(data),
+        }
     }
 
     pub fn data(&self) -> &[u8] {

@@ -1,10 +1,23 @@
 //! dino-stream: DINO self-supervised training as a streaming dataflow.
+//!
+//! The data side (sources, decode, augment, batcher) runs on OS threads joined by bounded
+//! channels; the trainer is one thread that owns every tensor. See docs/ARCHITECTURE.md.
 
 pub mod augment;
+pub mod batch;
+pub mod bench;
+pub mod cache;
+pub mod checkpoint;
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod decode;
+pub mod eval;
 pub mod frame;
-pub mod rng;
-pub mod batch;
+pub mod metrics;
 pub mod model;
+pub mod pipeline;
+pub mod rng;
+pub mod run;
+pub mod source;
 pub mod train;

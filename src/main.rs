@@ -1,1 +1,101 @@
-fn main(){}
+//! The `dino-stream` binary: parses the command line, sets up logging, maps errors to exit
+//! codes (2 for a bad configuration, 1 for anything else).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use dino_stream::cli::{BenchCommand, CacheCommand, Cli, Command, EvalCommand, PipelineArgs};
+use dino_stream::config::{self, ConfigError, LoadOptions, LoadedConfig};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DINO_STREAM_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(cfg_err) = err.downcast_ref::<ConfigError>() {
+                eprintln!("invalid configuration:\n{cfg_err}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(args: &PipelineArgs) -> Result<LoadedConfig, ConfigError> {
+    config::load(
+        &args.pipeline,
+        &LoadOptions {
+            sets: args.sets.clone(),
+            use_env: true,
+            defaults_dir: std::env::current_dir().ok(),
+        },
+    )
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run {
+            pipeline,
+            max_steps,
+            resume,
+            no_progress,
+        } => {
+            let loaded = load(&pipeline)?;
+            dino_stream::run::run(
+                loaded,
+                dino_stream::run::RunOptions {
+                    max_steps,
+                    resume,
+                    show_progress: !no_progress,
+                },
+            )
+        }
+        Command::Validate { pipeline, print } => {
+            let loaded = load(&pipeline)?;
+            if print {
+                println!("{}", loaded.config.to_toml());
+            }
+            println!("{}: ok", pipeline.pipeline.display());
+            Ok(())
+        }
+        Command::Cache(CacheCommand::Build { pipeline, out }) => {
+            let loaded = load(&pipeline)?;
+            let out = out
+                .or(loaded.config.cache.dir.clone())
+                .context("give --out DIR (or set cache.dir)")?;
+            dino_stream::commands::cache_build(&loaded.config, &out)
+        }
+        Command::Cache(CacheCommand::Verify { dir }) => dino_stream::commands::cache_verify(&dir),
+        Command::Eval(EvalCommand::Knn {
+            pipeline,
+            checkpoint,
+            untrained,
+        }) => {
+            let loaded = load(&pipeline)?;
+            dino_stream::commands::eval_knn(&loaded.config, checkpoint.as_deref(), untrained)
+        }
+        Command::Export { checkpoint, out } => dino_stream::commands::export(&checkpoint, &out),
+        Command::Bench(BenchCommand::Pipeline { pipeline, seconds }) => {
+            let loaded = load(&pipeline)?;
+            dino_stream::bench::pipeline(&loaded.config, seconds)
+        }
+        Command::Bench(BenchCommand::Train {
+            pipeline,
+            steps,
+            warmup,
+        }) => {
+            let loaded = load(&pipeline)?;
+            dino_stream::bench::train(&loaded.config, steps, warmup)
+        }
+    }
+}

@@ -13,7 +13,8 @@ pub fn mix64(mut z: u64) -> u64 {
 
 /// Derives one seed from several keys (e.g. seed, epoch, sample id), order-sensitively.
 pub fn derive_seed(keys: &[u64]) -> u64 {
-    keys.iter().fold(0x243F_6A88_85A3_08D3, |acc, &k| mix64(acc ^ mix64(k)))
+    keys.iter()
+        .fold(0x243F_6A88_85A3_08D3, |acc, &k| mix64(acc ^ mix64(k)))
 }
 
 /// xoshiro256++: fast, small state, good statistical quality.
@@ -87,9 +88,18 @@ mod tests {
 
     #[test]
     fn keyed_streams_are_reproducible_and_distinct() {
-        let a: Vec<u64> = (0..4).map(|_| 0).scan(Rng::keyed(&[1, 2, 3]), |r, _| Some(r.next_u64())).collect();
-        let b: Vec<u64> = (0..4).map(|_| 0).scan(Rng::keyed(&[1, 2, 3]), |r, _| Some(r.next_u64())).collect();
-        let c: Vec<u64> = (0..4).map(|_| 0).scan(Rng::keyed(&[1, 3, 2]), |r, _| Some(r.next_u64())).collect();
+        let a: Vec<u64> = (0..4)
+            .map(|_| 0)
+            .scan(Rng::keyed(&[1, 2, 3]), |r, _| Some(r.next_u64()))
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map(|_| 0)
+            .scan(Rng::keyed(&[1, 2, 3]), |r, _| Some(r.next_u64()))
+            .collect();
+        let c: Vec<u64> = (0..4)
+            .map(|_| 0)
+            .scan(Rng::keyed(&[1, 3, 2]), |r, _| Some(r.next_u64()))
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

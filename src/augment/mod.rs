@@ -98,9 +98,11 @@ impl AugmentConfig {
         problems.check(self.local_size >= 4, "augment.local_size", || {
             format!("must be >= 4, got {}", self.local_size)
         });
-        problems.check(self.channel_capacity > 0, "augment.channel_capacity", || {
-            "must be > 0".into()
-        });
+        problems.check(
+            self.channel_capacity > 0,
+            "augment.channel_capacity",
+            || "must be > 0".into(),
+        );
         problems.interval("augment.global_scale", self.global_scale, 1e-6, 1.0);
         problems.interval("augment.local_scale", self.local_scale, 1e-6, 1.0);
         problems.interval("augment.ratio", self.ratio, 1e-3, 1e3);
@@ -140,7 +142,10 @@ pub struct MultiCrop {
 
 impl MultiCrop {
     pub fn new(cfg: &AugmentConfig, seed: u64) -> Self {
-        MultiCrop { cfg: cfg.clone(), seed }
+        MultiCrop {
+            cfg: cfg.clone(),
+            seed,
+        }
     }
 
     pub fn config(&self) -> &AugmentConfig {

@@ -21,7 +21,10 @@ impl Problems {
     }
 
     pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.items.push(Problem { key: key.into(), message: message.into() });
+        self.items.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
     }
 
     /// Records a problem unless `ok`.
@@ -40,7 +43,9 @@ impl Problems {
 
     /// Checks `value > 0`.
     pub fn positive(&mut self, key: &str, value: f64) {
-        self.check(value.is_finite() && value > 0.0, key, || format!("must be > 0, got {value}"));
+        self.check(value.is_finite() && value > 0.0, key, || {
+            format!("must be > 0, got {value}")
+        });
     }
 
     /// Checks that `[lo, hi]` is an ordered interval inside `[min, max]`.

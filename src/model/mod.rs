@@ -94,9 +94,17 @@ impl ModelConfig {
         });
         problems.in_range("model.drop_path", self.drop_path, 0.0, 1.0);
         problems.positive("model.mlp_ratio", self.mlp_ratio);
-        problems.check(self.out_dim > 1, "model.out_dim", || format!("must be > 1, got {}", self.out_dim));
-        problems.check(self.head_hidden > 0, "model.head_hidden", || "must be > 0".into());
-        problems.check(self.head_bottleneck > 0, "model.head_bottleneck", || "must be > 0".into());
-        problems.check(self.head_layers >= 1, "model.head_layers", || "must be >= 1".into());
+        problems.check(self.out_dim > 1, "model.out_dim", || {
+            format!("must be > 1, got {}", self.out_dim)
+        });
+        problems.check(self.head_hidden > 0, "model.head_hidden", || {
+            "must be > 0".into()
+        });
+        problems.check(self.head_bottleneck > 0, "model.head_bottleneck", || {
+            "must be > 0".into()
+        });
+        problems.check(self.head_layers >= 1, "model.head_layers", || {
+            "must be >= 1".into()
+        });
     }
 }

@@ -139,18 +139,32 @@ impl TrainConfig {
         problems.in_range("train.weight_decay", self.weight_decay, 0.0, 10.0);
         problems.in_range("train.weight_decay_end", self.weight_decay_end, 0.0, 10.0);
         problems.in_range("train.clip_grad", self.clip_grad, 0.0, f64::MAX);
-        problems.in_range("train.freeze_last_layer_epochs", self.freeze_last_layer_epochs, 0.0, f64::MAX);
+        problems.in_range(
+            "train.freeze_last_layer_epochs",
+            self.freeze_last_layer_epochs,
+            0.0,
+            f64::MAX,
+        );
         problems.in_range("train.momentum_teacher", self.momentum_teacher, 0.0, 1.0);
         problems.positive("train.student_temp", self.student_temp);
         problems.positive("train.teacher_temp", self.teacher_temp);
         problems.positive("train.warmup_teacher_temp", self.warmup_teacher_temp);
-        problems.in_range("train.warmup_teacher_temp_epochs", self.warmup_teacher_temp_epochs, 0.0, f64::MAX);
+        problems.in_range(
+            "train.warmup_teacher_temp_epochs",
+            self.warmup_teacher_temp_epochs,
+            0.0,
+            f64::MAX,
+        );
         problems.in_range("train.center_momentum", self.center_momentum, 0.0, 1.0);
         for (i, s) in self.normalize_std.iter().enumerate() {
             problems.positive(&format!("train.normalize_std[{i}]"), *s);
         }
-        problems.check(self.monitor_every > 0, "train.monitor_every", || "must be > 0".into());
-        problems.check(self.log_every > 0, "train.log_every", || "must be > 0".into());
+        problems.check(self.monitor_every > 0, "train.monitor_every", || {
+            "must be > 0".into()
+        });
+        problems.check(self.log_every > 0, "train.log_every", || {
+            "must be > 0".into()
+        });
     }
 }
 

@@ -78,7 +78,11 @@ impl Engine {
     }
 
     /// Restores what `state` returned, and the step counter.
-    pub fn load_state(&mut self, tensors: Vec<(String, Tensor)>, step: u64) -> Result<(), EngineError> {
+    pub fn load_state(
+        &mut self,
+        tensors: Vec<(String, Tensor)>,
+        step: u64,
+    ) -> Result<(), EngineError> {
         let _ = (tensors, step);
         todo!()
     }

@@ -1,0 +1,171 @@
+//! `dino-stream bench`: throughput of the data pipeline and of the training step, measured in
+//! one process so ratios compare like with like.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::augment::AugmentConfig;
+use crate::batch::{Batch, Cursor};
+use crate::config::PipelineConfig;
+use crate::decode::decode_image;
+use crate::metrics::Metrics;
+use crate::pipeline::{worker_count, Pipeline};
+use crate::rng::Rng;
+use crate::source::{OpenedSource, Payload};
+use crate::train::engine::{select_device, Engine};
+
+/// Runs the pipeline without a trainer for `seconds`, then decode alone on the same files.
+pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let source = cfg.source.open().context("opening [source]")?;
+    let epochs = if matches!(source, OpenedSource::Indexed(_)) {
+        u64::MAX / 2
+    } else {
+        u64::MAX
+    };
+    let pipeline = Pipeline::start(
+        cfg,
+        source,
+        Cursor::default(),
+        epochs,
+        &metrics,
+        stop.clone(),
+    );
+    let warmup = Duration::from_secs_f64((seconds * 0.1).min(2.0));
+    let t0 = Instant::now();
+    let mut images = 0u64;
+    let mut measured_from = None;
+    while t0.elapsed() < warmup + Duration::from_secs_f64(seconds) {
+        let Some(batch) = pipeline.batches.recv() else {
+            break;
+        };
+        if t0.elapsed() >= warmup {
+            measured_from.get_or_insert_with(Instant::now);
+            images += batch.size as u64;
+        }
+    }
+    let elapsed = measured_from.map_or(1e-9, |t| t.elapsed().as_secs_f64());
+    stop.store(true, Ordering::SeqCst);
+    let stage = |name: &str| {
+        (
+            metrics.stage_items.with_label_values(&[name]).get(),
+            metrics.stage_busy_seconds.with_label_values(&[name]).get(),
+        )
+    };
+    let stats: Vec<(&str, u64, f64)> = ["decode", "augment"]
+        .iter()
+        .map(|s| {
+            let (i, b) = stage(s);
+            (*s, i, b)
+        })
+        .collect();
+    pipeline.shutdown();
+    let crops_per_image = AugmentConfig::GLOBAL_CROPS + cfg.augment.local_crops;
+    let ips = images as f64 / elapsed;
+    println!("pipeline: {ips:.1} images/s, {:.1} crops/s over {elapsed:.1}s ({} decode, {} augment workers)",
+        ips * crops_per_image as f64, worker_count(cfg.decode.workers), worker_count(cfg.augment.workers));
+    for (name, items, busy) in &stats {
+        if *busy > 0.0 {
+            println!(
+                "  {name:8} {:.1} images/s per busy core ({items} items, {busy:.1} busy seconds)",
+                *items as f64 / busy
+            );
+        }
+    }
+
+    let source = cfg.source.open()?;
+    let OpenedSource::Indexed(src) = source else {
+        println!("decode-only: not measured for stream sources (decode happens in the source)");
+        return Ok(());
+    };
+    let workers = worker_count(cfg.decode.workers);
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let (src, next, done) = (src.clone(), next.clone(), done.clone());
+            let max_pixels = cfg.decode.max_pixels;
+            s.spawn(move || {
+                while Instant::now() < deadline {
+                    let id = next.fetch_add(1, Ordering::Relaxed) % src.len();
+                    let ok = match src.read(id) {
+                        Ok(Payload::Encoded(b)) => decode_image(&b, max_pixels).is_ok(),
+                        Ok(Payload::Decoded(_)) => true,
+                        Err(_) => false,
+                    };
+                    if ok {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let decode_ips = done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
+    println!("decode-only: {decode_ips:.1} images/s with {workers} workers");
+    println!(
+        "ratio pipeline/decode-only: {:.3}",
+        ips / decode_ips.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Random crops of the configured sizes, as the batcher would deliver them.
+pub fn synthetic_batch(cfg: &PipelineConfig, seed: u64) -> Batch {
+    let a = &cfg.augment;
+    let b = cfg.train.batch_size;
+    let mut rng = Rng::new(seed);
+    let mut fill = |n: usize| (0..n).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>();
+    Batch {
+        size: b,
+        global_size: a.global_size,
+        local_size: a.local_size,
+        local_crops: a.local_crops,
+        global: fill(AugmentConfig::GLOBAL_CROPS * b * a.global_bytes()),
+        local: fill(a.local_crops * b * a.local_bytes()),
+        labels: vec![None; b],
+        epoch: 0,
+        next: Cursor::default(),
+    }
+}
+
+/// Times training steps on synthetic batches.
+pub fn train(cfg: &PipelineConfig, steps: u64, warmup: u64) -> anyhow::Result<()> {
+    crate::run::configure_torch(cfg);
+    let device = select_device(cfg.train.device);
+    let plan = crate::train::Plan {
+        steps_per_epoch: 1000,
+        epochs: cfg.train.epochs,
+    };
+    let mut engine = Engine::new(&cfg.model, &cfg.train, &cfg.augment, plan, device)?;
+    let batches: Vec<Batch> = (0..4).map(|i| synthetic_batch(cfg, i)).collect();
+    for i in 0..warmup {
+        engine.step(&batches[i as usize % batches.len()])?;
+    }
+    let mut times = Vec::new();
+    for i in 0..steps {
+        let t = Instant::now();
+        engine.step(&batches[i as usize % batches.len()])?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let median = times[times.len() / 2];
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    println!(
+        "train step on {device:?}: median {:.1} ms, mean {:.1} ms, {:.1} images/s (batch {}, 2x{} + {}x{} crops, {} threads)",
+        median * 1e3,
+        mean * 1e3,
+        cfg.train.batch_size as f64 / median,
+        cfg.train.batch_size,
+        cfg.augment.global_size,
+        cfg.augment.local_crops,
+        cfg.augment.local_size,
+        tch::get_num_threads()
+    );
+    Ok(())
+}

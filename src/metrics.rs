@@ -1,0 +1,202 @@
+//! One Prometheus registry for the whole run, typed handles for every stage, and the
+//! `/metrics` HTTP endpoint on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus::{
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter,
+    IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::config::Problems;
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Port for `/metrics`; 0 turns the endpoint off.
+    pub port: u16,
+    /// Address to bind; loopback by default.
+    pub host: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            port: 9464,
+            host: "127.0.0.1".into(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    pub fn validate(&self, problems: &mut Problems) {
+        problems.check(
+            self.host.parse::<std::net::IpAddr>().is_ok(),
+            "metrics.host",
+            || format!("must be an IP address, got {:?}", self.host),
+        );
+    }
+}
+
+/// Every metric of a run. Cheap to clone (handles are reference-counted).
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub stage_items: IntCounterVec,
+    pub stage_skipped: IntCounterVec,
+    pub stage_busy_seconds: CounterVec,
+    pub stage_wait_seconds: CounterVec,
+    pub channel_depth: IntGaugeVec,
+    pub channel_capacity: IntGaugeVec,
+    pub train_steps: IntCounter,
+    pub train_images: IntCounter,
+    pub train_loss: Gauge,
+    pub train_lr: Gauge,
+    pub train_weight_decay: Gauge,
+    pub train_teacher_momentum: Gauge,
+    pub train_teacher_temp: Gauge,
+    pub train_images_per_second: Gauge,
+    pub train_step_seconds: Histogram,
+    pub train_epoch: Gauge,
+    pub teacher_entropy: Gauge,
+    pub teacher_mean_entropy: Gauge,
+    pub kl_teacher_student: Gauge,
+    pub center_norm: Gauge,
+    pub active_dims: Gauge,
+    pub collapse_warnings: IntCounter,
+    pub knn_accuracy: GaugeVec,
+    pub checkpoint_seconds: Counter,
+}
+
+fn name(n: &str) -> String {
+    format!("dino_stream_{n}")
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("metric definition");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("unique metric");
+                m
+            }};
+        }
+        let gauge = |n: &str, help: &str| Gauge::new(name(n), help);
+        let m = Metrics {
+            stage_items: reg!(IntCounterVec::new(Opts::new(name("stage_items_total"), "Items a stage has emitted."), &["stage"])),
+            stage_skipped: reg!(IntCounterVec::new(Opts::new(name("stage_skipped_total"), "Samples a stage skipped (unreadable, corrupt, refused)."), &["stage"])),
+            stage_busy_seconds: reg!(CounterVec::new(Opts::new(name("stage_busy_seconds_total"), "Seconds a stage's workers spent working."), &["stage"])),
+            stage_wait_seconds: reg!(CounterVec::new(Opts::new(name("stage_wait_seconds_total"), "Seconds a stage's workers waited for input or for room downstream."), &["stage"])),
+            channel_depth: reg!(IntGaugeVec::new(Opts::new(name("channel_depth"), "Items queued in a channel."), &["channel"])),
+            channel_capacity: reg!(IntGaugeVec::new(Opts::new(name("channel_capacity"), "Capacity of a channel."), &["channel"])),
+            train_steps: reg!(IntCounter::new(name("train_steps_total"), "Optimisation steps done.")),
+            train_images: reg!(IntCounter::new(name("train_images_total"), "Images trained on.")),
+            train_loss: reg!(gauge("train_loss", "DINO loss of the last step.")),
+            train_lr: reg!(gauge("train_lr", "Learning rate of the last step.")),
+            train_weight_decay: reg!(gauge("train_weight_decay", "Weight decay of the last step.")),
+            train_teacher_momentum: reg!(gauge("train_teacher_momentum", "Teacher EMA momentum of the last step.")),
+            train_teacher_temp: reg!(gauge("train_teacher_temp", "Teacher temperature of the last step.")),
+            train_images_per_second: reg!(gauge("train_images_per_second", "Training throughput over the last log interval.")),
+            train_step_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new(name("train_step_seconds"), "Wall time of one optimisation step.")
+                    .buckets(prometheus::exponential_buckets(0.005, 2.0, 14).expect("buckets"))
+            )),
+            train_epoch: reg!(gauge("train_epoch", "Epoch of the last step.")),
+            teacher_entropy: reg!(gauge("teacher_entropy", "Mean per-sample entropy of the teacher output (nats); near 0 means one-hot collapse.")),
+            teacher_mean_entropy: reg!(gauge("teacher_mean_entropy", "Entropy of the batch-mean teacher output (nats); near ln K with low per-sample entropy is healthy.")),
+            kl_teacher_student: reg!(gauge("kl_teacher_student", "KL(teacher || student) (nats); near 0 means the outputs stopped carrying information.")),
+            center_norm: reg!(gauge("center_norm", "L2 norm of the centre.")),
+            active_dims: reg!(gauge("active_dims_ratio", "Share of output dimensions that carry mass.")),
+            collapse_warnings: reg!(IntCounter::new(name("collapse_warnings_total"), "Monitor intervals flagged as collapsing.")),
+            knn_accuracy: reg!(GaugeVec::new(Opts::new(name("knn_accuracy"), "Weighted k-NN top-1 accuracy of teacher features."), &["model"])),
+            checkpoint_seconds: reg!(Counter::new(name("checkpoint_seconds_total"), "Seconds spent writing checkpoints.")),
+            registry,
+        };
+        Arc::new(m)
+    }
+
+    /// The registry in Prometheus' text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
+        buf
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot serve metrics on {addr}: {source} (is another run using metrics.port {port}? set metrics.port to a free port, or 0 to turn metrics off)")]
+    Bind {
+        addr: SocketAddr,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("metrics.host {0:?} is not an IP address")]
+    Host(String),
+}
+
+/// Binds the metrics port now (so a port in use fails before training) and serves `/metrics`
+/// until the runtime shuts down. Returns the bound address (port 0 in the config turns the
+/// endpoint off and returns `None`).
+pub async fn serve(
+    cfg: &MetricsConfig,
+    metrics: Arc<Metrics>,
+) -> Result<Option<SocketAddr>, MetricsError> {
+    if cfg.port == 0 {
+        return Ok(None);
+    }
+    let ip = cfg
+        .host
+        .parse()
+        .map_err(|_| MetricsError::Host(cfg.host.clone()))?;
+    let addr = SocketAddr::new(ip, cfg.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind {
+            addr,
+            port: cfg.port,
+            source,
+        })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let n = match stream.read(&mut buf).await {
+                    Ok(n) => n,
+                    Err(_) => return,
+                };
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let path = request.split_whitespace().nth(1).unwrap_or("/");
+                let (status, ctype, body) = if path == "/metrics" || path.starts_with("/metrics?") {
+                    (
+                        "200 OK",
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        metrics.render(),
+                    )
+                } else {
+                    ("404 Not Found", "text/plain", b"try /metrics\n".to_vec())
+                };
+                let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    Ok(Some(bound))
+}

@@ -1,0 +1,84 @@
+//! The source stage: one thread that walks the epoch order from the resume cursor and feeds the
+//! decode pool, waiting at the reorder gate so the batcher's buffer stays bounded.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::channel::Tx;
+use super::gate::ReorderGate;
+use super::skips::SkipLog;
+use super::{SampleMeta, Sourced};
+use crate::batch::Cursor;
+use crate::metrics::Metrics;
+use crate::source::{epoch_order, OpenedSource, PassEnd, Payload};
+
+#[allow(clippy::too_many_arguments)]
+pub fn spawn(
+    source: OpenedSource,
+    seed: u64,
+    start: Cursor,
+    epochs: u64,
+    out: Tx<Sourced>,
+    gate: Arc<ReorderGate>,
+    skips: Arc<SkipLog>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("source".into())
+        .spawn(move || {
+            let items = metrics.stage_items.with_label_values(&["source"]);
+            let mut seq = 0u64;
+            let mut send = |meta_epoch: u64, position: u64, id: u64, label, origin: String, payload: Option<Payload>| -> bool {
+                if stop.load(Ordering::Relaxed) || !gate.admit(seq, &stop) {
+                    return false;
+                }
+                let meta = SampleMeta { seq, epoch: meta_epoch, position, id, label };
+                seq += 1;
+                items.inc();
+                out.send(Sourced { meta, origin, payload }).is_ok()
+            };
+            match source {
+                OpenedSource::Indexed(src) => {
+                    for epoch in start.epoch..epochs {
+                        let order = epoch_order(seed, epoch, src.len());
+                        let from = if epoch == start.epoch { start.position } else { 0 };
+                        for position in from..src.len() {
+                            let id = order[position as usize];
+                            let (origin, payload) = match src.read(id) {
+                                Ok(p @ Payload::Encoded(_)) => (src.describe(id), Some(p)),
+                                Ok(p) => (String::new(), Some(p)),
+                                Err(e) => {
+                                    skips.skip("source", &src.describe(id), &e.to_string());
+                                    (String::new(), None)
+                                }
+                            };
+                            if !send(epoch, position, id, src.label(id), origin, payload) {
+                                return;
+                            }
+                        }
+                    }
+                }
+                OpenedSource::Stream(mut src) => {
+                    for epoch in start.epoch..epochs {
+                        let from = if epoch == start.epoch { start.position } else { 0 };
+                        let mut emitted = 0u64;
+                        let mut emit = |position: u64, frame| {
+                            emitted += 1;
+                            send(epoch, position, position, None, String::new(), Some(Payload::Decoded(frame)))
+                        };
+                        let mut skip = |what: &str, why: &str| skips.skip("source", what, why);
+                        if src.run_pass(from, &mut emit, &mut skip) == PassEnd::Stopped {
+                            return;
+                        }
+                        if emitted == 0 && from == 0 {
+                            tracing::error!("the video source produced no frames in a whole pass; stopping the stream");
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .expect("spawn source thread")
+}

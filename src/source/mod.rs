@@ -1,0 +1,289 @@
+//! Sources: where samples come from, in a deterministic order.
+//!
+//! An indexed source (image folder, IDX files, synthetic, shard cache) can read any sample by
+//! id; its epoch order is a seeded shuffle, a pure function of (seed, epoch), so the position in
+//! that order is the resume cursor. A stream source (video) yields frames in file order; its
+//! position is the index of the emitted frame within the pass.
+
+mod idx;
+mod image_folder;
+mod synthetic;
+pub mod video;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+use crate::frame::Frame;
+use crate::rng::Rng;
+
+pub use idx::IdxSource;
+pub use image_folder::ImageFolderSource;
+pub use synthetic::SyntheticSource;
+pub use video::VideoSource;
+
+/// `[source]`: a closed set of kinds, tagged by `type`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// JPEG/PNG files under `path`; with `root/class/*.jpg` (ImageNet layout) the class
+    /// directories give labels.
+    ImageFolder {
+        path: PathBuf,
+        /// Use at most this many samples (the first ones in sorted path order).
+        #[serde(default)]
+        limit: Option<u64>,
+    },
+    /// IDX files of the MNIST family (`{split}-images-idx3-ubyte[.gz]` and labels) in `path`.
+    Idx {
+        path: PathBuf,
+        #[serde(default)]
+        split: IdxSplit,
+        #[serde(default)]
+        limit: Option<u64>,
+    },
+    /// A video file, a directory of video files, or a stream URL; every `stride`-th frame.
+    Video {
+        path: PathBuf,
+        #[serde(default = "default_stride")]
+        stride: u32,
+        /// Stop a pass after this many emitted frames.
+        #[serde(default)]
+        limit: Option<u64>,
+    },
+    /// Generated images with `classes` labels: for tests and benchmarks.
+    Synthetic {
+        #[serde(default = "default_synthetic_count")]
+        count: u64,
+        #[serde(default = "default_synthetic_side")]
+        width: u32,
+        #[serde(default = "default_synthetic_side")]
+        height: u32,
+        #[serde(default = "default_synthetic_classes")]
+        classes: u32,
+    },
+    /// A shard cache made by `dino-stream cache build`.
+    Cache {
+        path: PathBuf,
+        #[serde(default)]
+        limit: Option<u64>,
+    },
+}
+
+fn default_stride() -> u32 {
+    1
+}
+fn default_synthetic_count() -> u64 {
+    1024
+}
+fn default_synthetic_side() -> u32 {
+    64
+}
+fn default_synthetic_classes() -> u32 {
+    4
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IdxSplit {
+    #[default]
+    Train,
+    /// The `t10k` files.
+    Test,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig::Synthetic {
+            count: default_synthetic_count(),
+            width: default_synthetic_side(),
+            height: default_synthetic_side(),
+            classes: default_synthetic_classes(),
+        }
+    }
+}
+
+impl SourceConfig {
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            SourceConfig::ImageFolder { .. } => "image_folder",
+            SourceConfig::Idx { .. } => "idx",
+            SourceConfig::Video { .. } => "video",
+            SourceConfig::Synthetic { .. } => "synthetic",
+            SourceConfig::Cache { .. } => "cache",
+        }
+    }
+
+    /// Whether an epoch's length is known before reading it.
+    pub fn has_known_length(&self) -> bool {
+        !matches!(self, SourceConfig::Video { .. })
+    }
+
+    /// Static checks (paths that must exist are checked when opened, with the file named).
+    pub fn validate(&self, key: &str, problems: &mut Problems) {
+        match self {
+            SourceConfig::Video { stride, .. } => {
+                problems.check(*stride > 0, &format!("{key}.stride"), || {
+                    "must be > 0".into()
+                })
+            }
+            SourceConfig::Synthetic {
+                count,
+                width,
+                height,
+                classes,
+            } => {
+                problems.check(*count > 0, &format!("{key}.count"), || "must be > 0".into());
+                problems.check(*width > 0 && *height > 0, &format!("{key}.width"), || {
+                    format!("width and height must be > 0, got {width}x{height}")
+                });
+                problems.check(*classes > 0, &format!("{key}.classes"), || {
+                    "must be > 0".into()
+                });
+            }
+            SourceConfig::ImageFolder { path, .. }
+            | SourceConfig::Idx { path, .. }
+            | SourceConfig::Cache { path, .. } => {
+                problems.check(!path.as_os_str().is_empty(), &format!("{key}.path"), || {
+                    "must not be empty".into()
+                })
+            }
+        }
+    }
+
+    /// Opens the source: lists files, parses headers, maps shards.
+    pub fn open(&self) -> Result<OpenedSource, SourceError> {
+        Ok(match self {
+            SourceConfig::ImageFolder { path, limit } => {
+                OpenedSource::Indexed(Arc::new(ImageFolderSource::open(path, *limit)?))
+            }
+            SourceConfig::Idx { path, split, limit } => {
+                OpenedSource::Indexed(Arc::new(IdxSource::open(path, *split, *limit)?))
+            }
+            SourceConfig::Synthetic {
+                count,
+                width,
+                height,
+                classes,
+            } => OpenedSource::Indexed(Arc::new(SyntheticSource::new(
+                *count, *width, *height, *classes,
+            ))),
+            SourceConfig::Cache { path, limit } => {
+                OpenedSource::Indexed(Arc::new(crate::cache::CacheSource::open(path, *limit)?))
+            }
+            SourceConfig::Video {
+                path,
+                stride,
+                limit,
+            } => OpenedSource::Stream(Box::new(VideoSource::open(path, *stride, *limit)?)),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: String, message: String },
+}
+
+/// A sample's content as the source has it.
+pub enum Payload {
+    /// Encoded still image bytes, for the decode pool.
+    Encoded(Vec<u8>),
+    /// Pixels the source already has (IDX, synthetic, cache, video frames).
+    Decoded(Frame),
+}
+
+/// A source that can read any sample by id.
+pub trait IndexedSource: Send + Sync {
+    /// Samples per epoch.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Reads sample `id` (0 ≤ id < len).
+    fn read(&self, id: u64) -> Result<Payload, SourceError>;
+    /// The sample's class, when the source has labels.
+    fn label(&self, id: u64) -> Option<u32>;
+    /// Number of classes, when labelled.
+    fn num_classes(&self) -> Option<u32>;
+    /// A name for the sample in logs (a path, or `file#index`).
+    fn describe(&self, id: u64) -> String;
+}
+
+/// A source read front to back (video): `run` emits items until `emit` returns false or the
+/// pass ends, returning whether it ended naturally.
+pub trait StreamSource: Send {
+    /// Reads one pass (epoch) from position `start`, calling `emit(position, frame)` for each
+    /// emitted frame. Bad files are reported through `skip(description, error)` and passed over.
+    fn run_pass(
+        &mut self,
+        start: u64,
+        emit: &mut dyn FnMut(u64, Frame) -> bool,
+        skip: &mut dyn FnMut(&str, &str),
+    ) -> PassEnd;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassEnd {
+    /// The pass ended; the next epoch may start.
+    Finished,
+    /// The consumer stopped.
+    Stopped,
+}
+
+pub enum OpenedSource {
+    Indexed(Arc<dyn IndexedSource>),
+    Stream(Box<dyn StreamSource>),
+}
+
+impl OpenedSource {
+    /// Samples per epoch when known.
+    pub fn len(&self) -> Option<u64> {
+        match self {
+            OpenedSource::Indexed(s) => Some(s.len()),
+            OpenedSource::Stream(_) => None,
+        }
+    }
+}
+
+/// The order of an epoch: a seeded permutation of `0..n`, the same on every machine.
+pub fn epoch_order(seed: u64, epoch: u64, n: u64) -> Vec<u64> {
+    let mut order: Vec<u64> = (0..n).collect();
+    Rng::keyed(&[seed, epoch, 0x5EED_0DE5]).shuffle(&mut order);
+    order
+}
+
+/// Converts 8-bit grayscale to packed RGB.
+pub fn gray_to_rgb(gray: &[u8]) -> Vec<u8> {
+    let mut rgb = Vec::with_capacity(gray.len() * 3);
+    for &g in gray {
+        rgb.extend_from_slice(&[g, g, g]);
+    }
+    rgb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let a = epoch_order(1, 0, 100);
+        assert_eq!(a, epoch_order(1, 0, 100));
+        assert_ne!(a, epoch_order(1, 1, 100));
+        assert_ne!(a, epoch_order(2, 0, 100));
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..100).collect::<Vec<_>>());
+    }
+}
