@@ -5,8 +5,16 @@
 
 use serde::{Deserialize, Serialize};
 
+mod crop;
+
+pub use crop::{
+    center_offset, hflip, random_resized_crop_params, resize_shorter_size, resized_crop, CropRect,
+    Resampler,
+};
+
 use crate::config::Problems;
 use crate::frame::Frame;
+use crate::rng::Rng;
 
 /// `[augment]`: the multi-crop recipe (paper defaults) and the worker pool that runs it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -98,9 +106,11 @@ impl AugmentConfig {
         problems.check(self.local_size >= 4, "augment.local_size", || {
             format!("must be >= 4, got {}", self.local_size)
         });
-        problems.check(self.channel_capacity > 0, "augment.channel_capacity", || {
-            "must be > 0".into()
-        });
+        problems.check(
+            self.channel_capacity > 0,
+            "augment.channel_capacity",
+            || "must be > 0".into(),
+        );
         problems.interval("augment.global_scale", self.global_scale, 1e-6, 1.0);
         problems.interval("augment.local_scale", self.local_scale, 1e-6, 1.0);
         problems.interval("augment.ratio", self.ratio, 1e-3, 1e3);
@@ -130,17 +140,31 @@ pub enum AugmentError {
     Empty(u32, u32),
     #[error("resize failed: {0}")]
     Resize(String),
+    #[error("{what} buffer is {got} bytes, expected {expected}")]
+    BufferSize {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
 }
 
 /// One worker's multi-crop engine: the recipe plus scratch buffers it reuses across images.
+///
+/// Each view draws from its own generator keyed by (seed, epoch, sample id, view index), so
+/// one view's rejected crop tries never shift another view's randomness.
 pub struct MultiCrop {
     cfg: AugmentConfig,
     seed: u64,
+    resampler: Resampler,
 }
 
 impl MultiCrop {
     pub fn new(cfg: &AugmentConfig, seed: u64) -> Self {
-        MultiCrop { cfg: cfg.clone(), seed }
+        MultiCrop {
+            cfg: cfg.clone(),
+            seed,
+            resampler: Resampler::new(),
+        }
     }
 
     pub fn config(&self) -> &AugmentConfig {
@@ -157,14 +181,97 @@ impl MultiCrop {
         global: &mut [u8],
         local: &mut [u8],
     ) -> Result<(), AugmentError> {
-        let _ = (frame, epoch, sample_id, global, local, self.seed);
-        todo!("multi-crop")
+        check_frame(frame)?;
+        let (gb, lb) = (self.cfg.global_bytes(), self.cfg.local_bytes());
+        check_len("global", global.len(), AugmentConfig::GLOBAL_CROPS * gb)?;
+        check_len("local", local.len(), self.cfg.local_crops * lb)?;
+        for (v, dst) in global.chunks_exact_mut(gb).enumerate() {
+            let kind = if v == 0 {
+                ViewKind::Global1
+            } else {
+                ViewKind::Global2
+            };
+            self.view(frame, kind, [self.seed, epoch, sample_id, v as u64], dst)?;
+        }
+        for (l, dst) in local.chunks_exact_mut(lb.max(1)).enumerate() {
+            let key = [
+                self.seed,
+                epoch,
+                sample_id,
+                (AugmentConfig::GLOBAL_CROPS + l) as u64,
+            ];
+            self.view(frame, ViewKind::Local, key, dst)?;
+        }
+        Ok(())
+    }
+
+    /// One view, in DataAugmentationDINO's order: crop + flip, then the photometric ops.
+    fn view(
+        &mut self,
+        frame: &Frame,
+        kind: ViewKind,
+        key: [u64; 4],
+        dst: &mut [u8],
+    ) -> Result<(), AugmentError> {
+        let cfg = &self.cfg;
+        let mut rng = Rng::keyed(&key);
+        let (size, scale) = match kind {
+            ViewKind::Global1 | ViewKind::Global2 => (cfg.global_size, cfg.global_scale),
+            ViewKind::Local => (cfg.local_size, cfg.local_scale),
+        };
+        let rect =
+            random_resized_crop_params(&mut rng, frame.width, frame.height, scale, cfg.ratio);
+        self.resampler.resized_crop(frame, rect, size, size, dst)?;
+        if rng.chance(cfg.flip_p) {
+            hflip(dst, size);
+        }
+        Ok(())
+    }
+}
+
+/// Which of DINO's three view recipes a crop follows (they differ in size and probabilities).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ViewKind {
+    Global1,
+    Global2,
+    Local,
+}
+
+fn check_frame(frame: &Frame) -> Result<(), AugmentError> {
+    if frame.width == 0 || frame.height == 0 {
+        return Err(AugmentError::Empty(frame.width, frame.height));
+    }
+    let expected = frame.width as usize * frame.height as usize * 3;
+    check_len("frame", frame.data().len(), expected)
+}
+
+fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), AugmentError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(AugmentError::BufferSize {
+            what,
+            expected,
+            got,
+        })
     }
 }
 
 /// The evaluation view: resize the shorter side to `size / 0.875` (bicubic, antialiased), then
 /// centre-crop `size × size` (torchvision's Resize(256)+CenterCrop(224) scaled). Packed RGB8.
 pub fn eval_view(frame: &Frame, size: u32) -> Result<Vec<u8>, AugmentError> {
-    let _ = (frame, size);
-    todo!("eval view")
+    check_frame(frame)?;
+    if size == 0 {
+        return Err(AugmentError::Empty(0, 0));
+    }
+    let shorter = (size as f64 / 0.875) as u32;
+    let (rw, rh) = resize_shorter_size(frame.width, frame.height, shorter);
+    // shorter = size / 0.875 >= size, so the centre window always fits: no padding case.
+    let mut out = vec![0u8; size as usize * size as usize * 3];
+    let (left, top) = (center_offset(rw, size), center_offset(rh, size));
+    Resampler::new().resize_then_crop(frame, rw, rh, left, top, size, size, &mut out)?;
+    Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
