@@ -5,7 +5,15 @@
 
 use serde::{Deserialize, Serialize};
 
+mod blur;
+mod color;
 mod crop;
+
+pub use blur::{blur_kernel_size, gaussian_blur, gaussian_kernel1d, GaussianBlur};
+pub use color::{
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, solarize,
+    JitterOp, JitterParams,
+};
 
 pub use crop::{
     center_offset, hflip, random_resized_crop_params, resize_shorter_size, resized_crop, CropRect,
@@ -156,6 +164,7 @@ pub struct MultiCrop {
     cfg: AugmentConfig,
     seed: u64,
     resampler: Resampler,
+    blur: GaussianBlur,
 }
 
 impl MultiCrop {
@@ -164,6 +173,7 @@ impl MultiCrop {
             cfg: cfg.clone(),
             seed,
             resampler: Resampler::new(),
+            blur: GaussianBlur::new(),
         }
     }
 
@@ -205,7 +215,8 @@ impl MultiCrop {
         Ok(())
     }
 
-    /// One view, in DataAugmentationDINO's order: crop + flip, then the photometric ops.
+    /// One view, in DataAugmentationDINO's order: crop + flip, colour jitter (p), grayscale
+    /// (p), Gaussian blur (p per view kind), solarize (global view 2 only).
     fn view(
         &mut self,
         frame: &Frame,
@@ -215,15 +226,30 @@ impl MultiCrop {
     ) -> Result<(), AugmentError> {
         let cfg = &self.cfg;
         let mut rng = Rng::keyed(&key);
-        let (size, scale) = match kind {
-            ViewKind::Global1 | ViewKind::Global2 => (cfg.global_size, cfg.global_scale),
-            ViewKind::Local => (cfg.local_size, cfg.local_scale),
+        let (size, scale, blur_p) = match kind {
+            ViewKind::Global1 => (cfg.global_size, cfg.global_scale, cfg.blur_p_global1),
+            ViewKind::Global2 => (cfg.global_size, cfg.global_scale, cfg.blur_p_global2),
+            ViewKind::Local => (cfg.local_size, cfg.local_scale, cfg.blur_p_local),
         };
         let rect =
             random_resized_crop_params(&mut rng, frame.width, frame.height, scale, cfg.ratio);
         self.resampler.resized_crop(frame, rect, size, size, dst)?;
+        // Flipping after the resize equals resizing the flipped crop: the kernel is symmetric.
         if rng.chance(cfg.flip_p) {
             hflip(dst, size);
+        }
+        if rng.chance(cfg.jitter_p) {
+            JitterParams::sample(&mut rng, cfg).apply(dst);
+        }
+        if rng.chance(cfg.grayscale_p) {
+            grayscale(dst);
+        }
+        if rng.chance(blur_p) {
+            let sigma = rng.uniform(cfg.blur_sigma[0], cfg.blur_sigma[1]);
+            self.blur.apply(dst, size, size, sigma);
+        }
+        if kind == ViewKind::Global2 && rng.chance(cfg.solarize_p) {
+            solarize(dst, 128);
         }
         Ok(())
     }
