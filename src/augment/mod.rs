@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 mod blur;
 mod color;
 mod crop;
+mod view;
 
 pub use blur::{blur_kernel_size, gaussian_blur, gaussian_kernel1d, GaussianBlur};
 pub use color::{
@@ -19,6 +20,7 @@ pub use crop::{
     center_offset, hflip, random_resized_crop_params, resize_shorter_size, resized_crop, CropRect,
     Resampler,
 };
+pub use view::{ViewKind, ViewParams};
 
 use crate::config::Problems;
 use crate::frame::Frame;
@@ -195,72 +197,29 @@ impl MultiCrop {
         let (gb, lb) = (self.cfg.global_bytes(), self.cfg.local_bytes());
         check_len("global", global.len(), AugmentConfig::GLOBAL_CROPS * gb)?;
         check_len("local", local.len(), self.cfg.local_crops * lb)?;
-        for (v, dst) in global.chunks_exact_mut(gb).enumerate() {
-            let kind = if v == 0 {
-                ViewKind::Global1
-            } else {
-                ViewKind::Global2
-            };
-            self.view(frame, kind, [self.seed, epoch, sample_id, v as u64], dst)?;
-        }
-        for (l, dst) in local.chunks_exact_mut(lb.max(1)).enumerate() {
-            let key = [
-                self.seed,
-                epoch,
-                sample_id,
-                (AugmentConfig::GLOBAL_CROPS + l) as u64,
-            ];
-            self.view(frame, ViewKind::Local, key, dst)?;
+        let views = global
+            .chunks_exact_mut(gb)
+            .chain(local.chunks_exact_mut(lb.max(1)));
+        for (v, dst) in views.enumerate() {
+            let params = self.view_params(frame.width, frame.height, epoch, sample_id, v);
+            params.render(frame, &mut self.resampler, &mut self.blur, dst)?;
         }
         Ok(())
     }
 
-    /// One view, in DataAugmentationDINO's order: crop + flip, colour jitter (p), grayscale
-    /// (p), Gaussian blur (p per view kind), solarize (global view 2 only).
-    fn view(
-        &mut self,
-        frame: &Frame,
-        kind: ViewKind,
-        key: [u64; 4],
-        dst: &mut [u8],
-    ) -> Result<(), AugmentError> {
-        let cfg = &self.cfg;
-        let mut rng = Rng::keyed(&key);
-        let (size, scale, blur_p) = match kind {
-            ViewKind::Global1 => (cfg.global_size, cfg.global_scale, cfg.blur_p_global1),
-            ViewKind::Global2 => (cfg.global_size, cfg.global_scale, cfg.blur_p_global2),
-            ViewKind::Local => (cfg.local_size, cfg.local_scale, cfg.blur_p_local),
-        };
-        let rect =
-            random_resized_crop_params(&mut rng, frame.width, frame.height, scale, cfg.ratio);
-        self.resampler.resized_crop(frame, rect, size, size, dst)?;
-        // Flipping after the resize equals resizing the flipped crop: the kernel is symmetric.
-        if rng.chance(cfg.flip_p) {
-            hflip(dst, size);
-        }
-        if rng.chance(cfg.jitter_p) {
-            JitterParams::sample(&mut rng, cfg).apply(dst);
-        }
-        if rng.chance(cfg.grayscale_p) {
-            grayscale(dst);
-        }
-        if rng.chance(blur_p) {
-            let sigma = rng.uniform(cfg.blur_sigma[0], cfg.blur_sigma[1]);
-            self.blur.apply(dst, size, size, sigma);
-        }
-        if kind == ViewKind::Global2 && rng.chance(cfg.solarize_p) {
-            solarize(dst, 128);
-        }
-        Ok(())
+    /// The parameters of view `view` (0, 1 global; 2.. local) of a `width × height` image:
+    /// a pure function of (seed, epoch, sample id, view), whatever ran before.
+    pub fn view_params(
+        &self,
+        width: u32,
+        height: u32,
+        epoch: u64,
+        sample_id: u64,
+        view: usize,
+    ) -> ViewParams {
+        let mut rng = Rng::keyed(&[self.seed, epoch, sample_id, view as u64]);
+        ViewParams::sample(&mut rng, &self.cfg, ViewKind::of_index(view), width, height)
     }
-}
-
-/// Which of DINO's three view recipes a crop follows (they differ in size and probabilities).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ViewKind {
-    Global1,
-    Global2,
-    Local,
 }
 
 fn check_frame(frame: &Frame) -> Result<(), AugmentError> {
