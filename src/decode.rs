@@ -1,5 +1,13 @@
 //! Still-image decoding: encoded bytes (JPEG, PNG) to packed RGB8 frames.
+//!
+//! Training data is untrusted: files may be empty, truncated, corrupt, huge, grey, 16-bit,
+//! CMYK, carry an alpha channel or an EXIF rotation. Every one of those becomes either a
+//! correct RGB8 frame or a [`DecodeError`] that skips the sample; none may panic or exhaust
+//! memory.
 
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
@@ -55,8 +63,60 @@ pub enum DecodeError {
     Image(String),
 }
 
-/// Decodes JPEG/PNG bytes into RGB8, refusing images over `max_pixels`.
-pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Frame, DecodeError> {
-    let _ = (bytes, max_pixels);
-    todo!("decode")
+impl From<image::ImageError> for DecodeError {
+    fn from(e: image::ImageError) -> Self {
+        DecodeError::Image(e.to_string())
+    }
 }
+
+/// Bytes per pixel of the widest layout the `image` crate can hand us (RGBA, 16 bits per
+/// channel); used to bound the decoder's allocation from `max_pixels`.
+const WIDEST_PIXEL_BYTES: u64 = 8;
+
+/// Decodes JPEG/PNG bytes into RGB8, refusing images over `max_pixels`.
+///
+/// The size check reads only the header, before any pixel buffer exists. Grey is replicated
+/// to three channels, alpha is dropped (not composited: a training crop has no background),
+/// 16-bit samples are scaled to 8 bits, CMYK JPEGs are converted by the decoder, and the EXIF
+/// orientation is applied so that crops see the picture upright.
+pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Frame, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DecodeError::Image(e.to_string()))?;
+    // Belt and braces: the decoder itself may not allocate past the pixel budget either (its
+    // default limit of 512 MiB would otherwise be the only guard for large `max_pixels`).
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(max_pixels.saturating_mul(WIDEST_PIXEL_BYTES).max(1 << 20));
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder()?;
+    let (width, height) = decoder.dimensions();
+    let pixels = width as u64 * height as u64;
+    if pixels > max_pixels {
+        return Err(DecodeError::TooLarge {
+            width,
+            height,
+            pixels,
+            limit: max_pixels,
+        });
+    }
+    if pixels == 0 {
+        return Err(DecodeError::Image(format!(
+            "image has no pixels ({width}x{height})"
+        )));
+    }
+    // A malformed EXIF block must not cost us an otherwise good picture.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder)?;
+    img.apply_orientation(orientation);
+    let rgb = img.into_rgb8();
+    let (w, h) = rgb.dimensions();
+    Ok(Frame::from_rgb(w, h, rgb.into_raw()))
+}
+
+#[cfg(test)]
+mod tests;

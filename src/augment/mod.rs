@@ -5,8 +5,26 @@
 
 use serde::{Deserialize, Serialize};
 
+mod blur;
+mod color;
+mod crop;
+mod view;
+
+pub use blur::{blur_kernel_size, gaussian_blur, gaussian_kernel1d, GaussianBlur};
+pub use color::{
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, solarize,
+    JitterOp, JitterParams,
+};
+
+pub use crop::{
+    center_offset, hflip, random_resized_crop_params, resize_shorter_size, resized_crop, CropRect,
+    Resampler,
+};
+pub use view::{ViewKind, ViewParams};
+
 use crate::config::Problems;
 use crate::frame::Frame;
+use crate::rng::Rng;
 
 /// `[augment]`: the multi-crop recipe (paper defaults) and the worker pool that runs it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -132,12 +150,23 @@ pub enum AugmentError {
     Empty(u32, u32),
     #[error("resize failed: {0}")]
     Resize(String),
+    #[error("{what} buffer is {got} bytes, expected {expected}")]
+    BufferSize {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
 }
 
 /// One worker's multi-crop engine: the recipe plus scratch buffers it reuses across images.
+///
+/// Each view draws from its own generator keyed by (seed, epoch, sample id, view index), so
+/// one view's rejected crop tries never shift another view's randomness.
 pub struct MultiCrop {
     cfg: AugmentConfig,
     seed: u64,
+    resampler: Resampler,
+    blur: GaussianBlur,
 }
 
 impl MultiCrop {
@@ -145,6 +174,8 @@ impl MultiCrop {
         MultiCrop {
             cfg: cfg.clone(),
             seed,
+            resampler: Resampler::new(),
+            blur: GaussianBlur::new(),
         }
     }
 
@@ -162,14 +193,70 @@ impl MultiCrop {
         global: &mut [u8],
         local: &mut [u8],
     ) -> Result<(), AugmentError> {
-        let _ = (frame, epoch, sample_id, global, local, self.seed);
-        todo!("multi-crop")
+        check_frame(frame)?;
+        let (gb, lb) = (self.cfg.global_bytes(), self.cfg.local_bytes());
+        check_len("global", global.len(), AugmentConfig::GLOBAL_CROPS * gb)?;
+        check_len("local", local.len(), self.cfg.local_crops * lb)?;
+        let views = global
+            .chunks_exact_mut(gb)
+            .chain(local.chunks_exact_mut(lb.max(1)));
+        for (v, dst) in views.enumerate() {
+            let params = self.view_params(frame.width, frame.height, epoch, sample_id, v);
+            params.render(frame, &mut self.resampler, &mut self.blur, dst)?;
+        }
+        Ok(())
+    }
+
+    /// The parameters of view `view` (0, 1 global; 2.. local) of a `width × height` image:
+    /// a pure function of (seed, epoch, sample id, view), whatever ran before.
+    pub fn view_params(
+        &self,
+        width: u32,
+        height: u32,
+        epoch: u64,
+        sample_id: u64,
+        view: usize,
+    ) -> ViewParams {
+        let mut rng = Rng::keyed(&[self.seed, epoch, sample_id, view as u64]);
+        ViewParams::sample(&mut rng, &self.cfg, ViewKind::of_index(view), width, height)
+    }
+}
+
+fn check_frame(frame: &Frame) -> Result<(), AugmentError> {
+    if frame.width == 0 || frame.height == 0 {
+        return Err(AugmentError::Empty(frame.width, frame.height));
+    }
+    let expected = frame.width as usize * frame.height as usize * 3;
+    check_len("frame", frame.data().len(), expected)
+}
+
+fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), AugmentError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(AugmentError::BufferSize {
+            what,
+            expected,
+            got,
+        })
     }
 }
 
 /// The evaluation view: resize the shorter side to `size / 0.875` (bicubic, antialiased), then
 /// centre-crop `size × size` (torchvision's Resize(256)+CenterCrop(224) scaled). Packed RGB8.
 pub fn eval_view(frame: &Frame, size: u32) -> Result<Vec<u8>, AugmentError> {
-    let _ = (frame, size);
-    todo!("eval view")
+    check_frame(frame)?;
+    if size == 0 {
+        return Err(AugmentError::Empty(0, 0));
+    }
+    let shorter = (size as f64 / 0.875) as u32;
+    let (rw, rh) = resize_shorter_size(frame.width, frame.height, shorter);
+    // shorter = size / 0.875 >= size, so the centre window always fits: no padding case.
+    let mut out = vec![0u8; size as usize * size as usize * 3];
+    let (left, top) = (center_offset(rw, size), center_offset(rh, size));
+    Resampler::new().resize_then_crop(frame, rw, rh, left, top, size, size, &mut out)?;
+    Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,302 @@
+//! RandomResizedCrop, the evaluation resize and horizontal flip.
+//!
+//! Crop parameters follow torchvision's `RandomResizedCrop.get_params` step for step (ten
+//! tries of area scale and log-uniform aspect ratio, then the central-crop fallback), with
+//! Python's round-half-to-even, so that a crop box means what it means in the reference.
+//! Resampling is fast_image_resize's convolution with the Catmull-Rom (a = -0.5) kernel,
+//! widened on shrink: the same antialiased bicubic as PIL's `Image.resize(BICUBIC)` that
+//! torchvision calls on PIL images, but on SIMD paths.
+
+use fast_image_resize::images::{CroppedImage, Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+
+use super::AugmentError;
+use crate::frame::Frame;
+use crate::rng::Rng;
+
+/// A crop box in source pixels, in torchvision's `(top, left, height, width)` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropRect {
+    pub top: u32,
+    pub left: u32,
+    pub height: u32,
+    pub width: u32,
+}
+
+/// Python's `round()` on floats: halves go to the even neighbour.
+fn py_round(x: f64) -> i64 {
+    x.round_ties_even() as i64
+}
+
+/// torchvision `RandomResizedCrop.get_params` on a `width × height` image, drawing from `rng`.
+///
+/// Images smaller than the output are fine: the box is chosen in source pixels and the
+/// resize then upsamples.
+pub fn random_resized_crop_params(
+    rng: &mut Rng,
+    width: u32,
+    height: u32,
+    scale: [f64; 2],
+    ratio: [f64; 2],
+) -> CropRect {
+    let (wf, hf) = (width as f64, height as f64);
+    let area = wf * hf;
+    let log_ratio = [ratio[0].ln(), ratio[1].ln()];
+    for _ in 0..10 {
+        let target_area = area * rng.uniform(scale[0], scale[1]);
+        let aspect = rng.uniform(log_ratio[0], log_ratio[1]).exp();
+        let w = py_round((target_area * aspect).sqrt());
+        let h = py_round((target_area / aspect).sqrt());
+        if 0 < w && w <= width as i64 && 0 < h && h <= height as i64 {
+            let top = rng.below((height as i64 - h + 1) as u64) as u32;
+            let left = rng.below((width as i64 - w + 1) as u64) as u32;
+            return CropRect {
+                top,
+                left,
+                height: h as u32,
+                width: w as u32,
+            };
+        }
+    }
+    // Fallback: the central crop with the ratio clamped into range.
+    let in_ratio = wf / hf;
+    let (lo, hi) = (ratio[0].min(ratio[1]), ratio[0].max(ratio[1]));
+    let (w, h) = if in_ratio < lo {
+        (width, (py_round(wf / lo).clamp(1, height as i64)) as u32)
+    } else if in_ratio > hi {
+        ((py_round(hf * hi).clamp(1, width as i64)) as u32, height)
+    } else {
+        (width, height)
+    };
+    CropRect {
+        top: (height - h) / 2,
+        left: (width - w) / 2,
+        height: h,
+        width: w,
+    }
+}
+
+/// Owns fast_image_resize's scratch buffers so that repeated resizes do not allocate.
+#[derive(Default)]
+pub struct Resampler {
+    resizer: Resizer,
+}
+
+impl Resampler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Crops `rect` out of `frame` and resizes it to `out_w × out_h` into `dst` (packed RGB8).
+    ///
+    /// The crop is a standalone sub-image (filter taps never read outside `rect`), matching
+    /// torchvision's `resized_crop` = `crop` then `resize`.
+    pub fn resized_crop(
+        &mut self,
+        frame: &Frame,
+        rect: CropRect,
+        out_w: u32,
+        out_h: u32,
+        dst: &mut [u8],
+    ) -> Result<(), AugmentError> {
+        let src = frame_view(frame)?;
+        let cropped = CroppedImage::new(&src, rect.left, rect.top, rect.width, rect.height)
+            .map_err(|e| AugmentError::Resize(e.to_string()))?;
+        let mut out = Image::from_slice_u8(out_w, out_h, dst, PixelType::U8x3)
+            .map_err(|e| AugmentError::Resize(e.to_string()))?;
+        self.resizer
+            .resize(&cropped, &mut out, &bicubic())
+            .map_err(|e| AugmentError::Resize(e.to_string()))
+    }
+
+    /// Resizes the whole frame to `rw × rh` and keeps the window at (`left`, `top`) of size
+    /// `out_w × out_h`, without materialising the full resize: fast_image_resize's fractional
+    /// source crop box gives the same taps as resizing everything and then cropping.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resize_then_crop(
+        &mut self,
+        frame: &Frame,
+        rw: u32,
+        rh: u32,
+        left: u32,
+        top: u32,
+        out_w: u32,
+        out_h: u32,
+        dst: &mut [u8],
+    ) -> Result<(), AugmentError> {
+        let src = frame_view(frame)?;
+        let sx = frame.width as f64 / rw as f64;
+        let sy = frame.height as f64 / rh as f64;
+        let opts = bicubic().crop(
+            left as f64 * sx,
+            top as f64 * sy,
+            out_w as f64 * sx,
+            out_h as f64 * sy,
+        );
+        let mut out = Image::from_slice_u8(out_w, out_h, dst, PixelType::U8x3)
+            .map_err(|e| AugmentError::Resize(e.to_string()))?;
+        self.resizer
+            .resize(&src, &mut out, &opts)
+            .map_err(|e| AugmentError::Resize(e.to_string()))
+    }
+}
+
+fn bicubic() -> ResizeOptions {
+    ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom))
+}
+
+fn frame_view(frame: &Frame) -> Result<ImageRef<'_>, AugmentError> {
+    if frame.width == 0 || frame.height == 0 {
+        return Err(AugmentError::Empty(frame.width, frame.height));
+    }
+    ImageRef::new(frame.width, frame.height, frame.data(), PixelType::U8x3)
+        .map_err(|e| AugmentError::Resize(e.to_string()))
+}
+
+/// torchvision `resized_crop(img, top, left, height, width, [out_h, out_w], BICUBIC)` on a
+/// packed RGB8 frame; allocates its result (tests and one-off use; the pipeline reuses a
+/// [`Resampler`]).
+pub fn resized_crop(
+    frame: &Frame,
+    rect: CropRect,
+    out_w: u32,
+    out_h: u32,
+) -> Result<Vec<u8>, AugmentError> {
+    let mut dst = vec![0u8; out_w as usize * out_h as usize * 3];
+    Resampler::new().resized_crop(frame, rect, out_w, out_h, &mut dst)?;
+    Ok(dst)
+}
+
+/// Mirrors packed RGB8 rows left to right in place.
+pub fn hflip(buf: &mut [u8], width: u32) {
+    let w = width as usize;
+    for row in buf.chunks_exact_mut(w * 3) {
+        let (mut i, mut j) = (0, w.saturating_sub(1));
+        while i < j {
+            for c in 0..3 {
+                row.swap(i * 3 + c, j * 3 + c);
+            }
+            i += 1;
+            j -= 1;
+        }
+    }
+}
+
+/// torchvision `Resize(shorter)` output size: the shorter side becomes `shorter`, the longer
+/// one is scaled and truncated (`int(shorter * long / short)`).
+pub fn resize_shorter_size(width: u32, height: u32, shorter: u32) -> (u32, u32) {
+    if width <= height {
+        (
+            shorter,
+            ((shorter as u64 * height as u64) / width as u64) as u32,
+        )
+    } else {
+        (
+            ((shorter as u64 * width as u64) / height as u64) as u32,
+            shorter,
+        )
+    }
+}
+
+/// torchvision `CenterCrop` offsets: `int(round((size_in - size_out) / 2))`.
+pub fn center_offset(size_in: u32, size_out: u32) -> u32 {
+    py_round((size_in as f64 - size_out as f64) / 2.0).max(0) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_params_stay_inside_and_respect_scale() {
+        let mut rng = Rng::new(1);
+        for _ in 0..2000 {
+            let r = random_resized_crop_params(&mut rng, 500, 375, [0.4, 1.0], [0.75, 4.0 / 3.0]);
+            assert!(r.width >= 1 && r.height >= 1);
+            assert!(r.left + r.width <= 500 && r.top + r.height <= 375);
+            let frac = (r.width * r.height) as f64 / (500.0 * 375.0);
+            assert!(frac > 0.39 && frac <= 1.0, "{frac} {r:?}");
+        }
+    }
+
+    #[test]
+    fn fallback_is_the_central_crop() {
+        // No crop of area >= 4x the image fits: every try fails and the fallback is used.
+        let mut rng = Rng::new(2);
+        let r = random_resized_crop_params(&mut rng, 100, 10, [4.0, 5.0], [0.75, 4.0 / 3.0]);
+        assert_eq!(
+            r,
+            CropRect {
+                top: 0,
+                left: 43,
+                height: 10,
+                width: 13
+            }
+        );
+        let r = random_resized_crop_params(&mut rng, 10, 100, [4.0, 5.0], [0.75, 4.0 / 3.0]);
+        assert_eq!(
+            r,
+            CropRect {
+                top: 43,
+                left: 0,
+                height: 13,
+                width: 10
+            }
+        );
+        let r = random_resized_crop_params(&mut rng, 50, 50, [4.0, 5.0], [0.75, 4.0 / 3.0]);
+        assert_eq!(
+            r,
+            CropRect {
+                top: 0,
+                left: 0,
+                height: 50,
+                width: 50
+            }
+        );
+    }
+
+    #[test]
+    fn python_rounding_is_half_to_even() {
+        assert_eq!(py_round(2.5), 2);
+        assert_eq!(py_round(3.5), 4);
+        assert_eq!(py_round(-0.5), 0);
+    }
+
+    #[test]
+    fn hflip_mirrors_rows() {
+        let mut v = vec![
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
+        ];
+        hflip(&mut v, 3);
+        assert_eq!(
+            v,
+            vec![7, 8, 9, 4, 5, 6, 1, 2, 3, 16, 17, 18, 13, 14, 15, 10, 11, 12]
+        );
+    }
+
+    #[test]
+    fn resize_of_a_flat_image_is_flat_and_upscales_tiny_images() {
+        let f = Frame::from_rgb(3, 2, [9u8, 99, 199].repeat(6));
+        let out = resized_crop(
+            &f,
+            CropRect {
+                top: 0,
+                left: 0,
+                height: 2,
+                width: 3,
+            },
+            40,
+            40,
+        )
+        .unwrap();
+        assert!(out.chunks(3).all(|p| p == [9, 99, 199]));
+    }
+
+    #[test]
+    fn shorter_side_resize_and_center_offsets_match_torchvision() {
+        assert_eq!(resize_shorter_size(500, 375, 256), (341, 256));
+        assert_eq!(resize_shorter_size(375, 500, 256), (256, 341));
+        assert_eq!(center_offset(341, 224), 58); // round(58.5) -> 58
+        assert_eq!(center_offset(256, 224), 16);
+    }
+}
