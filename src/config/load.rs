@@ -229,7 +229,10 @@ fn deserialize_collecting(mut value: serde_json::Value) -> (Option<PipelineConfi
 }
 
 fn join_path(parent: &str, field: &str) -> String {
-    if parent.is_empty() || parent == "." {
+    // serde_path_to_error sometimes already ends the path with the unknown field.
+    if parent == field || parent.ends_with(&format!(".{field}")) {
+        parent.to_string()
+    } else if parent.is_empty() || parent == "." {
         field.to_string()
     } else {
         format!("{parent}.{field}")

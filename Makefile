@@ -1,0 +1,63 @@
+# dino-stream: `make run` trains the quickstart; `make test` runs the suite. Both install what is
+# missing first (Debian packages, a project-local Python venv with the torch that provides
+# libtorch), so a fresh machine needs nothing else. A second run skips what is done.
+
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+PYTHON := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev \
+	libswscale-dev libavfilter-dev libavdevice-dev libswresample-dev ffmpeg \
+	dataset-fashion-mnist prometheus curl
+
+# torch-sys finds libtorch through the venv's python; build.rs bakes its path into the binary.
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(VENV)/bin:$(PATH)
+export DINO_STREAM_PYTHON := $(PYTHON)
+
+BIN := target/release/dino-stream
+
+.PHONY: setup apt venv build run test lint fmt bench bench-pipeline bench-train clean
+
+setup: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -r requirements.txt
+	touch $@
+
+build: setup
+	cargo build --release --bins
+
+run: build
+	$(BIN) run pipelines/quickstart.toml
+
+test: build
+	cargo test --release -- --test-threads=2
+
+lint: setup
+	cargo fmt --all -- --check
+	cargo clippy --release --all-targets -- -D warnings
+
+bench: bench-pipeline bench-train
+
+bench-pipeline: build
+	$(BIN) bench pipeline pipelines/quickstart.toml --seconds 10
+
+bench-train: build
+	$(BIN) bench train pipelines/quickstart.toml --steps 20
+
+clean:
+	cargo clean
+	rm -rf runs
