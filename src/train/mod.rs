@@ -1,6 +1,12 @@
 //! Training: the recipe's configuration, the step engine, and the trainer actor.
 
+pub mod amp;
 pub mod config;
 pub mod engine;
+pub mod export;
+pub mod loss;
+pub mod monitor;
+pub mod optim;
+pub mod schedule;
 
 pub use config::{Plan, TrainConfig};
