@@ -1,5 +1,38 @@
 //! Networks: ViT backbones (timm/DINO parameter names) and the DINO projection head.
 
+pub mod head;
+pub mod init;
+pub mod layers;
+pub mod net;
+pub mod params;
+pub mod resnet;
+pub mod vit;
+
+pub use net::{Backbone, DinoNet};
+
+/// How a forward pass runs.
+pub struct Pass<'a> {
+    /// Training mode: BatchNorm uses (and updates) batch statistics; stochastic depth is on.
+    pub train: bool,
+    /// Source of stochastic-depth masks. Our own keyed generator rather than libtorch's global
+    /// one: masks are then a function of (seed, step) whatever else uses libtorch's RNG (other
+    /// threads, tests), and identical on CPU and GPU. `None` disables stochastic depth.
+    pub rng: Option<&'a mut crate::rng::Rng>,
+}
+
+impl Pass<'_> {
+    /// Inference: running statistics, no stochastic depth.
+    pub fn eval() -> Pass<'static> {
+        Pass { train: false, rng: None }
+    }
+
+    /// Training-mode normalisation without stochastic depth (the teacher, as in DINO).
+    pub fn train_no_drop() -> Pass<'static> {
+        Pass { train: true, rng: None }
+    }
+}
+pub use params::Params;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;

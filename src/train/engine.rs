@@ -1,12 +1,28 @@
 //! The DINO training step: student/teacher networks, loss, optimiser, EMA and schedules.
 //! Owned by the trainer thread; every tensor lives here.
+//!
+//! One step follows `train_one_epoch` of facebookresearch/dino: teacher on the 2 global crops
+//! (no grad), student on all crops (one backbone pass per resolution), DINO loss, finite check,
+//! backward, per-tensor clipping, last-layer freeze, optimiser step with the step's lr/wd, centre
+//! update, teacher EMA. Stochastic-depth masks come from `Rng::keyed(&[seed, step, ..])` and
+//! libtorch's global RNG is re-seeded from `(seed, step)` at every step, so the whole state after
+//! step `s` is a function of the state before it and the batch: resuming from a checkpoint
+//! reproduces an uninterrupted run bit for bit on the CPU.
 
-use tch::{Device, Tensor};
+use std::collections::HashMap;
 
+use tch::{Device, Kind, Tensor};
+
+use super::amp::{self, LossScaler, Mode};
+use super::config::{Plan, TeacherUpdate, TrainConfig};
+use super::loss::DinoLoss;
+use super::monitor;
+use super::optim::Optimizer;
+use super::schedule::{Schedules, StepValues};
 use crate::augment::AugmentConfig;
 use crate::batch::Batch;
-use crate::model::ModelConfig;
-use crate::train::config::{Plan, TrainConfig};
+use crate::model::{DinoNet, ModelConfig, Pass};
+use crate::rng::{derive_seed, Rng};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -14,6 +30,8 @@ pub enum EngineError {
     NonFinite { loss: f64, step: u64 },
     #[error("checkpoint state: {0}")]
     State(String),
+    #[error("batch does not match the configuration: {0}")]
+    Batch(String),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
 }
@@ -40,12 +58,36 @@ pub struct Monitors {
     /// Mean KL(teacher ‖ student) over the loss pairs.
     pub kl_teacher_student: f64,
     pub center_norm: f64,
-    /// Share of output dimensions that carry mass in the batch-mean teacher distribution.
+    /// Share of output dimensions that carry mass in the batch-mean teacher distribution
+    /// (mean probability above 1/(10·K)).
     pub active_dims: f64,
 }
 
+pub use super::monitor::collapse_warning;
+
+/// Seed key for initialisation (steps use `(seed, step)`).
+const INIT_KEY: u64 = u64::MAX;
+/// Seed key of the stochastic-depth masks of a step: `Rng::keyed(&[seed, step, DROP_PATH_KEY])`.
+const DROP_PATH_KEY: u64 = 0xD409_0A7B;
+
 pub struct Engine {
-    _device: Device,
+    device: Device,
+    mode: Mode,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    plan: Plan,
+    global_size: u32,
+    local_size: u32,
+    local_crops: usize,
+    student: DinoNet,
+    teacher: DinoNet,
+    loss: DinoLoss,
+    optim: Optimizer,
+    scaler: Option<LossScaler>,
+    schedules: Schedules,
+    step: u64,
+    mean: Tensor,
+    std: Tensor,
 }
 
 impl Engine {
@@ -56,25 +98,255 @@ impl Engine {
         plan: Plan,
         device: Device,
     ) -> Result<Self, EngineError> {
-        let _ = (model, train, augment, plan);
-        todo!("engine")
+        if train.threads > 0 {
+            tch::set_num_threads(train.threads as i32);
+        }
+        tch::manual_seed(derive_seed(&[train.seed, INIT_KEY]) as i64);
+        let img = augment.global_size as i64;
+        let student = DinoNet::new(model, img, model.drop_path, device);
+        let mut teacher = DinoNet::new(model, img, 0.0, device);
+        teacher
+            .params
+            .copy_from(&student.params)
+            .map_err(EngineError::State)?;
+        teacher.params.freeze();
+        let mode = amp::resolve(train.precision, device);
+        let optim = Optimizer::new(train.optimizer, &student.params);
+        let mean = Tensor::from_slice(&train.normalize_mean.map(|x| x as f32))
+            .reshape([1, 3, 1, 1])
+            .to_device(device);
+        let std = Tensor::from_slice(&train.normalize_std.map(|x| x as f32))
+            .reshape([1, 3, 1, 1])
+            .to_device(device);
+        Ok(Engine {
+            device,
+            mode,
+            cfg: train.clone(),
+            model_cfg: model.clone(),
+            plan,
+            global_size: augment.global_size,
+            local_size: augment.local_size,
+            local_crops: augment.local_crops,
+            loss: DinoLoss::new(
+                model.out_dim,
+                train.student_temp,
+                train.center_momentum,
+                train.centering,
+                device,
+            ),
+            student,
+            teacher,
+            optim,
+            scaler: (mode == Mode::Fp16).then(LossScaler::default),
+            schedules: Schedules::new(train, plan),
+            step: 0,
+            mean,
+            std,
+        })
+    }
+
+    /// u8 `[n, side, side, 3]` bytes → normalised float `[n, 3, side, side]` on the device,
+    /// as torchvision's `ToTensor` + `Normalize` compute it.
+    fn images(&self, bytes: &[u8], n: usize, side: u32) -> Tensor {
+        let s = side as i64;
+        let x = Tensor::from_slice(bytes)
+            .reshape([n as i64, s, s, 3])
+            .to_device(self.device);
+        self.normalize(&x)
+    }
+
+    fn normalize(&self, nhwc_u8: &Tensor) -> Tensor {
+        let x = nhwc_u8
+            .permute([0, 3, 1, 2])
+            .contiguous()
+            .to_kind(Kind::Float)
+            / 255.0;
+        (x - &self.mean) / &self.std
+    }
+
+    fn check(&self, b: &Batch) -> Result<(), EngineError> {
+        let g = b.global_size as usize;
+        let l = b.local_size as usize;
+        let problems = [
+            (b.size == 0, "empty batch".to_string()),
+            (
+                b.global.len() != 2 * b.size * g * g * 3,
+                format!(
+                    "global buffer {} bytes for {} samples of {g}px",
+                    b.global.len(),
+                    b.size
+                ),
+            ),
+            (
+                b.local.len() != b.local_crops * b.size * l * l * 3,
+                format!("local buffer {} bytes", b.local.len()),
+            ),
+            (
+                b.local_crops != self.local_crops,
+                format!(
+                    "{} local crops, configured {}",
+                    b.local_crops, self.local_crops
+                ),
+            ),
+            (
+                b.global_size != self.global_size,
+                format!(
+                    "global size {}, configured {}",
+                    b.global_size, self.global_size
+                ),
+            ),
+            (
+                b.local_crops > 0 && b.local_size != self.local_size,
+                format!(
+                    "local size {}, configured {}",
+                    b.local_size, self.local_size
+                ),
+            ),
+        ];
+        match problems.into_iter().find(|(bad, _)| *bad) {
+            Some((_, msg)) => Err(EngineError::Batch(msg)),
+            None => Ok(()),
+        }
     }
 
     /// Runs one optimisation step on a batch; errors on a non-finite loss before any state moves.
+    /// (BatchNorm running statistics — `head_bn` or ResNet only — are updated by the forward
+    /// pass itself, as in PyTorch, before the loss is known.)
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats, EngineError> {
-        let _ = batch;
-        todo!()
+        self.check(batch)?;
+        let step = self.step;
+        let sv = self.schedules.at(step);
+        tch::manual_seed(derive_seed(&[self.cfg.seed, step]) as i64);
+        let mut drop_rng = Rng::keyed(&[self.cfg.seed, step, DROP_PATH_KEY]);
+
+        let globals = self.images(&batch.global, 2 * batch.size, batch.global_size);
+        let locals = (batch.local_crops > 0).then(|| {
+            self.images(
+                &batch.local,
+                batch.local_crops * batch.size,
+                batch.local_size,
+            )
+        });
+        let (student_out, teacher_out) = amp::autocast(self.mode, self.device, || {
+            let t = tch::no_grad(|| {
+                self.teacher
+                    .forward_groups(&[&globals], &mut Pass::train_no_drop())
+            });
+            let groups: Vec<&Tensor> = std::iter::once(&globals).chain(locals.as_ref()).collect();
+            let mut pass = Pass {
+                train: true,
+                rng: Some(&mut drop_rng),
+            };
+            (self.student.forward_groups(&groups, &mut pass), t)
+        });
+        let teacher_out = teacher_out.to_kind(Kind::Float);
+        let loss = self.loss.loss(&student_out, &teacher_out, sv.teacher_temp);
+        let loss_value = loss.double_value(&[]);
+        if !loss_value.is_finite() {
+            return Err(EngineError::NonFinite {
+                loss: loss_value,
+                step,
+            });
+        }
+
+        self.student.params.zero_grad();
+        let found_inf = match &self.scaler {
+            Some(scaler) => {
+                (&loss * scaler.scale).backward();
+                scaler.unscale(&self.optim.grads())
+            }
+            None => {
+                loss.backward();
+                false
+            }
+        };
+        if !found_inf {
+            self.optim.clip_gradients(self.cfg.clip_grad);
+            let freeze = sv.freeze_last_layer;
+            self.optim.step(sv.lr, sv.weight_decay, |name| {
+                freeze && name.contains("last_layer")
+            });
+        }
+        if let Some(scaler) = self.scaler.as_mut() {
+            scaler.update(found_inf);
+        }
+
+        let monitors = (step % self.cfg.monitor_every == 0).then(|| {
+            let q = self.loss.teacher_probs(&teacher_out, sv.teacher_temp);
+            let log_q = tch::no_grad(|| {
+                ((&teacher_out - &self.loss.center) / sv.teacher_temp).log_softmax(-1, Kind::Float)
+            });
+            monitor::compute(&q, &log_q, loss_value, &self.loss.center)
+        });
+        self.loss.update_center(&teacher_out);
+        self.update_teacher(step, sv);
+        self.step += 1;
+        Ok(StepStats {
+            step,
+            loss: loss_value,
+            lr: sv.lr,
+            weight_decay: sv.weight_decay,
+            teacher_momentum: sv.momentum,
+            teacher_temp: sv.teacher_temp,
+            monitors,
+        })
+    }
+
+    /// Moves the teacher towards the student.
+    ///
+    /// - `ema` (the paper): after every step, `θ_t ← m·θ_t + (1 − m)·θ_s` with the step's `m`.
+    /// - `epoch`: the teacher is held fixed through an epoch; after the epoch's last step it
+    ///   makes one EMA move with the epoch's accumulated momentum `M = Π m_s` over the epoch's
+    ///   steps, `θ_t ← M·θ_t + (1 − M)·θ_s(end of epoch)`. `M` is the weight the old teacher
+    ///   would still carry after the epoch under per-step EMA, so both variants forget the past
+    ///   at the same rate; with long epochs `M ≈ 0` and this becomes "copy the student". It is
+    ///   stateless (no shadow weights), so checkpoints need nothing extra.
+    ///
+    /// Parameters only (BatchNorm statistics are not averaged), like DINO's `zip(parameters())`.
+    fn update_teacher(&mut self, step: u64, sv: StepValues) {
+        let m = match self.cfg.teacher_update {
+            TeacherUpdate::Ema => sv.momentum,
+            TeacherUpdate::Epoch => {
+                let spe = self.plan.steps_per_epoch.max(1);
+                if (step + 1) % spe != 0 {
+                    return;
+                }
+                let start = step + 1 - spe;
+                (start..=step)
+                    .map(|s| self.schedules.at(s).momentum)
+                    .product()
+            }
+        };
+        tch::no_grad(|| {
+            for (q, k) in self
+                .student
+                .params
+                .parameters()
+                .zip(self.teacher.params.parameters())
+            {
+                let mut t = k.tensor.shallow_clone();
+                let _ = t.g_mul_scalar_(m);
+                let _ = t.g_add_(&(q.tensor.detach() * (1.0 - m)));
+            }
+        });
     }
 
     /// Steps done so far (the index of the next step).
     pub fn global_step(&self) -> u64 {
-        todo!()
+        self.step
     }
 
     /// Every tensor of the training state, by name: `student.*`, `teacher.*`, `optim.*`,
-    /// `loss.center`. Enough, with `global_step`, to resume bit for bit.
+    /// `loss.center` (and `amp.*` with fp16). Enough, with `global_step`, to resume bit for bit.
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        todo!()
+        let mut out = self.student.params.snapshot("student.");
+        out.extend(self.teacher.params.snapshot("teacher."));
+        out.extend(self.optim.state("optim."));
+        out.push(("loss.center".into(), self.loss.center.copy()));
+        if let Some(s) = &self.scaler {
+            out.extend(s.state());
+        }
+        out
     }
 
     /// Restores what `state` returned, and the step counter.
@@ -83,17 +355,81 @@ impl Engine {
         tensors: Vec<(String, Tensor)>,
         step: u64,
     ) -> Result<(), EngineError> {
-        let _ = (tensors, step);
-        todo!()
+        let map: HashMap<String, Tensor> = tensors.into_iter().collect();
+        self.student
+            .params
+            .load("student.", &map)
+            .map_err(EngineError::State)?;
+        self.teacher
+            .params
+            .load("teacher.", &map)
+            .map_err(EngineError::State)?;
+        self.optim
+            .load_state("optim.", &map)
+            .map_err(EngineError::State)?;
+        let c = map
+            .get("loss.center")
+            .ok_or_else(|| EngineError::State("missing tensor loss.center".into()))?;
+        if c.size() != self.loss.center.size() {
+            return Err(EngineError::State(format!(
+                "loss.center: shape {:?}, expected {:?}",
+                c.size(),
+                self.loss.center.size()
+            )));
+        }
+        tch::no_grad(|| {
+            self.loss
+                .center
+                .copy_(&c.to_device(self.device).to_kind(Kind::Float))
+        });
+        if let Some(s) = self.scaler.as_mut() {
+            if let (Some(scale), Some(tr)) = (map.get("amp.scale"), map.get("amp.growth_tracker")) {
+                s.load(scale, tr);
+            }
+        }
+        self.step = step;
+        Ok(())
     }
 
     /// Teacher backbone CLS features of u8 RGB images `[n, h, w, 3]` (normalised inside),
     /// as float32 on the CPU, `[n, embed_dim]`.
     pub fn teacher_features(&self, images_nhwc_u8: &Tensor) -> Tensor {
-        let _ = images_nhwc_u8;
-        todo!()
+        let x = self.normalize(&images_nhwc_u8.to_device(self.device));
+        tch::no_grad(|| {
+            amp::autocast(self.mode, self.device, || {
+                self.teacher.backbone.forward(&x, &mut Pass::eval())
+            })
+        })
+        .to_kind(Kind::Float)
+        .to_device(Device::Cpu)
+    }
+
+    /// The student network (for tests and diagnostics).
+    pub fn student(&self) -> &DinoNet {
+        &self.student
+    }
+
+    pub fn teacher(&self) -> &DinoNet {
+        &self.teacher
+    }
+
+    pub fn schedules(&self) -> &Schedules {
+        &self.schedules
+    }
+
+    pub fn model_config(&self) -> &ModelConfig {
+        &self.model_cfg
+    }
+
+    /// The precision the step runs in.
+    pub fn precision(&self) -> Mode {
+        self.mode
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
 
 /// Resolves `train.device` to a libtorch device.
 pub fn select_device(choice: crate::train::config::DeviceChoice) -> Device {
