@@ -96,24 +96,16 @@ pub fn eval_knn(
 pub fn export(checkpoint_dir: &Path, out: &Path) -> anyhow::Result<()> {
     checkpoint::load_meta(checkpoint_dir)?;
     let tensors = checkpoint::load_tensors(checkpoint_dir)?;
-    let backbone: Vec<(String, tch::Tensor)> = tensors
-        .into_iter()
-        .filter_map(|(name, t)| {
-            name.strip_prefix("teacher.backbone.")
-                .map(|k| (k.to_string(), t))
-        })
-        .collect();
-    if backbone.is_empty() {
-        bail!(
-            "{}: no teacher.backbone.* tensors",
-            checkpoint_dir.display()
-        );
-    }
-    tch::Tensor::write_safetensors(&backbone, out)
-        .with_context(|| format!("writing {}", out.display()))?;
+    crate::train::export::export_backbone(&tensors, out).with_context(|| {
+        format!(
+            "exporting {} to {}",
+            checkpoint_dir.display(),
+            out.display()
+        )
+    })?;
     println!(
-        "wrote {} tensors of the teacher backbone to {}",
-        backbone.len(),
+        "wrote the teacher backbone of {} to {}",
+        checkpoint_dir.display(),
         out.display()
     );
     Ok(())

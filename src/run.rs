@@ -132,14 +132,11 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the trainer thread panicked"))?;
     stop.store(true, Ordering::SeqCst);
-    let skipped: u64 = ["source", "decode", "augment"]
-        .iter()
-        .map(|s| pipeline.skips.total(s))
-        .sum();
+    let skipped = pipeline.skips.distinct();
     pipeline.shutdown();
     let outcome = outcome?;
     println!(
-        "trained steps {}..{} of {}{}; last loss {}; {:.1} images/s; {} samples skipped",
+        "trained steps {}..{} of {}{}; last loss {}; {:.1} images/s; {} unreadable samples skipped",
         outcome.start_step,
         outcome.end_step,
         total,

@@ -43,7 +43,7 @@ pub fn extract(
     let mut labels: Vec<i64> = Vec::new();
     let mut skipped = 0u64;
     let mut pixels: Vec<u8> = Vec::with_capacity(batch_size * view_bytes);
-    let mut flush = |pixels: &mut Vec<u8>, features: &mut Vec<Tensor>| {
+    let flush = |pixels: &mut Vec<u8>, features: &mut Vec<Tensor>| {
         if pixels.is_empty() {
             return;
         }

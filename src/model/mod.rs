@@ -23,12 +23,18 @@ pub struct Pass<'a> {
 impl Pass<'_> {
     /// Inference: running statistics, no stochastic depth.
     pub fn eval() -> Pass<'static> {
-        Pass { train: false, rng: None }
+        Pass {
+            train: false,
+            rng: None,
+        }
     }
 
     /// Training-mode normalisation without stochastic depth (the teacher, as in DINO).
     pub fn train_no_drop() -> Pass<'static> {
-        Pass { train: true, rng: None }
+        Pass {
+            train: true,
+            rng: None,
+        }
     }
 }
 pub use params::Params;

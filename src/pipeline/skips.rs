@@ -32,6 +32,11 @@ impl SkipLog {
         }
     }
 
+    /// Distinct samples skipped so far (a bad file met in every epoch counts once).
+    pub fn distinct(&self) -> usize {
+        self.seen.lock().map_or(0, |s| s.len())
+    }
+
     pub fn total(&self, stage: &str) -> u64 {
         self.metrics.stage_skipped.with_label_values(&[stage]).get()
     }

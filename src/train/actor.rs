@@ -155,7 +155,10 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         };
         let t0 = Instant::now();
         first_step_at.get_or_insert(t0);
-        let stats = engine.step(&batch)?;
+        let mut stats = engine.step(&batch)?;
+        // The engine reports the schedule index of the step it took; logs, cadences and
+        // checkpoints count steps done, so step N here is the state after N steps.
+        stats.step += 1;
         let dt = t0.elapsed().as_secs_f64();
         cursor = batch.next;
         last_loss = Some(stats.loss);

@@ -1,0 +1,171 @@
+//! Shared helpers for the end-to-end tests: the real binary, small real data, tiny pipelines.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dino-stream"))
+}
+
+/// Runs the binary with `args` in `cwd` (no DINO_STREAM__* leaking in from the environment).
+pub fn run_in(cwd: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(cwd)
+        .args(args)
+        .env("DINO_STREAM_LOG", "info");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DINO_STREAM__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.output().expect("run dino-stream")
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A small labelled RGB image: class-dependent stripes plus noise.
+pub fn sample_image(class: u32, index: u32, w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let stripe = ((x * (class + 1) + y * (index % 3 + 1)) / 4) % 2;
+        let base = [
+            (class * 80) % 256,
+            255 - (class * 60) % 256,
+            (index * 37) % 256,
+        ];
+        let v = |c: u32| if stripe == 1 { c as u8 } else { (c / 3) as u8 };
+        image::Rgb([v(base[0]), v(base[1]), v(base[2])])
+    })
+}
+
+/// `root/class_k/img_i.jpg` for `classes × per_class` images.
+pub fn write_jpeg_folder(root: &Path, classes: u32, per_class: u32, size: u32) {
+    for c in 0..classes {
+        let dir = root.join(format!("class_{c}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let img = sample_image(c, i, size + (i % 3) * 7, size);
+            img.save(dir.join(format!("img_{i:03}.jpg"))).unwrap();
+        }
+    }
+}
+
+/// A tiny model and recipe so a step takes milliseconds; `source` is the `[source]` body.
+pub fn tiny_pipeline(dir: &Path, source: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[source]
+{source}
+
+[decode]
+workers = 1
+channel_capacity = 16
+
+[augment]
+workers = 2
+channel_capacity = 16
+global_size = 32
+local_crops = 2
+local_size = 16
+
+[batcher]
+channel_capacity = 2
+
+[model]
+arch = "vit"
+embed_dim = 32
+depth = 2
+heads = 2
+patch_size = 8
+drop_path = 0.1
+out_dim = 256
+head_hidden = 64
+head_bottleneck = 32
+
+[train]
+device = "cpu"
+batch_size = 8
+epochs = 4
+warmup_epochs = 1
+threads = 1
+log_every = 1
+monitor_every = 2
+
+[checkpoint]
+dir = "{ckpt}"
+every_steps = 2
+keep = 5
+
+[metrics]
+port = 0
+{extra}
+"#,
+        ckpt = dir.join("run").display()
+    );
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Per-step losses from a run directory's `train_log.jsonl`.
+pub fn losses(run_dir: &Path) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(run_dir.join("train_log.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// GET `path` from 127.0.0.1:`port`, returning the body.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// The value of an unlabelled (or first matching) sample in Prometheus text format.
+pub fn metric_value(body: &str, name_with_labels: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name_with_labels) && l[name_with_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

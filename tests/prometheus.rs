@@ -1,0 +1,109 @@
+//! A real Prometheus server scrapes a running trainer: the metrics are usable as shipped.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn prometheus_query(port: u16, query: &str) -> Option<f64> {
+    let encoded: String = query
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let body = http_get(port, &format!("/api/v1/query?query={encoded}"))?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let result = v["data"]["result"].as_array()?.first()?.clone();
+    result["value"][1].as_str()?.parse().ok()
+}
+
+#[test]
+fn prometheus_scrapes_stage_and_trainer_metrics() {
+    let prom = which("prometheus")
+        .expect("the prometheus binary (Debian package `prometheus`, installed by make)");
+    let dir = tempfile::tempdir().unwrap();
+    let (run_port, prom_port) = (free_port(), free_port());
+    let pipeline = tiny_pipeline(
+        dir.path(),
+        "type = \"synthetic\"\ncount = 4096\nwidth = 48\nheight = 48",
+        "",
+    );
+    let _run = Killed(
+        Command::new(bin())
+            .current_dir(dir.path())
+            .args([
+                "run",
+                pipeline.to_str().unwrap(),
+                "--no-progress",
+                "--set",
+                &format!("metrics.port={run_port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: dino\n    static_configs:\n      - targets: ['127.0.0.1:{run_port}']\n"
+        ),
+    )
+    .unwrap();
+    let _prom = Killed(
+        Command::new(prom)
+            .args([
+                &format!("--config.file={}", config.display()),
+                &format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
+                &format!("--web.listen-address=127.0.0.1:{prom_port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let steps = wait_for(Duration::from_secs(90), || {
+        prometheus_query(prom_port, "dino_stream_train_steps_total").filter(|&v| v >= 1.0)
+    });
+    assert!(
+        steps.is_some(),
+        "Prometheus never saw dino_stream_train_steps_total"
+    );
+    let decoded = prometheus_query(
+        prom_port,
+        "sum(dino_stream_stage_items_total{stage=\"augment\"})",
+    );
+    assert!(
+        decoded.is_some_and(|v| v > 0.0),
+        "augment items: {decoded:?}"
+    );
+    let loss = prometheus_query(prom_port, "dino_stream_train_loss");
+    assert!(
+        loss.is_some_and(|v| v.is_finite() && v > 0.0),
+        "loss: {loss:?}"
+    );
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}
