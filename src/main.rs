@@ -10,6 +10,7 @@ use dino_stream::cli::{BenchCommand, CacheCommand, Cli, Command, EvalCommand, Pi
 use dino_stream::config::{self, ConfigError, LoadOptions, LoadedConfig};
 
 fn main() -> ExitCode {
+    passive_openmp();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DINO_STREAM_LOG")
@@ -29,6 +30,23 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// libtorch's OpenMP threads spin while they wait for work. On a small machine the trainer
+/// shares its cores with the decode and augment workers, and spinning threads starve them
+/// (measured: a step 3x slower under load). libgomp reads `OMP_WAIT_POLICY` when it is loaded,
+/// before `main`, so when the user has not chosen a policy we set PASSIVE and re-exec once.
+fn passive_openmp() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .exec();
+    eprintln!("warning: could not re-exec with OMP_WAIT_POLICY=PASSIVE: {err}");
 }
 
 fn load(args: &PipelineArgs) -> Result<LoadedConfig, ConfigError> {

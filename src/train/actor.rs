@@ -13,6 +13,7 @@ use std::time::Instant;
 use tch::Device;
 
 use super::engine::{Engine, EngineError, StepStats};
+use super::monitor::collapse_warning;
 use super::Plan;
 use crate::batch::{Batch, Cursor};
 use crate::checkpoint::{self, CheckpointError, CheckpointMeta};
@@ -170,6 +171,10 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
             source,
         })?;
         progress.inc(1);
+        if let Some(warning) = stats.monitors.as_ref().and_then(|mon| collapse_warning(mon, cfg.model.out_dim)) {
+            m.collapse_warnings.inc();
+            progress.suspend(|| tracing::warn!(step = stats.step, "{warning}"));
+        }
         if stats.step % cfg.train.log_every == 0 || stats.step == args.stop_at {
             let ips = interval_images as f64 / interval_start.elapsed().as_secs_f64().max(1e-9);
             m.train_images_per_second.set(ips);
