@@ -271,14 +271,18 @@ impl Engine {
             scaler.update(found_inf);
         }
 
-        let monitors = (step % self.cfg.monitor_every == 0).then(|| {
+        // Monitors see the teacher distribution the loss used (centre before its update) and
+        // report the centre after it.
+        let teacher_dist = (step % self.cfg.monitor_every == 0).then(|| {
             let q = self.loss.teacher_probs(&teacher_out, sv.teacher_temp);
             let log_q = tch::no_grad(|| {
                 ((&teacher_out - &self.loss.center) / sv.teacher_temp).log_softmax(-1, Kind::Float)
             });
-            monitor::compute(&q, &log_q, loss_value, &self.loss.center)
+            (q, log_q)
         });
         self.loss.update_center(&teacher_out);
+        let monitors = teacher_dist
+            .map(|(q, log_q)| monitor::compute(&q, &log_q, loss_value, &self.loss.center));
         self.update_teacher(step, sv);
         self.step += 1;
         Ok(StepStats {
@@ -402,6 +406,27 @@ impl Engine {
         })
         .to_kind(Kind::Float)
         .to_device(Device::Cpu)
+        .contiguous()
+    }
+
+    /// The normalised input groups of a batch on the device: `[globals (2B), locals (L·B)]`
+    /// (the second only with local crops), view-major as the loss expects.
+    pub fn inputs(&self, batch: &Batch) -> Result<Vec<Tensor>, EngineError> {
+        self.check(batch)?;
+        let mut out = vec![self.images(&batch.global, 2 * batch.size, batch.global_size)];
+        if batch.local_crops > 0 {
+            out.push(self.images(
+                &batch.local,
+                batch.local_crops * batch.size,
+                batch.local_size,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The loss and its centre.
+    pub fn loss_fn(&self) -> &DinoLoss {
+        &self.loss
     }
 
     /// The student network (for tests and diagnostics).
