@@ -302,3 +302,4 @@ fn collapse_monitors_flag_known_collapses_and_not_a_healthy_run() {
         "{last:?}"
     );
 }
+
