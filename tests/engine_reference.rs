@@ -198,8 +198,8 @@ fn training_step_matches_pytorch_dino() {
     println!("{out}");
 }
 
-/// Exports the teacher backbone and loads it into timm with `strict=True`; timm's features on
-/// the same images must match the engine's.
+/// Exports the teacher backbone and loads it into timm (torchvision for ResNets) with
+/// `strict=True`; their features on the same images must match the engine's.
 fn export_case(dir: &Path, name: &str, m: &ModelConfig, aug: &AugmentConfig, n: i64) {
     let t = train(OptimizerKind::Adamw);
     let plan = Plan {
@@ -255,6 +255,19 @@ fn exported_backbone_loads_in_timm_with_same_features() {
         ..Default::default()
     };
     export_case(dir.path(), "vit_small_patch16_224", &vit_small, &aug224, 2);
+    // ResNet-18 with torchvision names; features in eval mode use the BN running statistics
+    // the training step updated.
+    let resnet = ModelConfig {
+        arch: Arch::Resnet18,
+        ..model(false, 3, true)
+    };
+    let aug_r = AugmentConfig {
+        global_size: 32,
+        local_size: 16,
+        local_crops: 2,
+        ..Default::default()
+    };
+    export_case(dir.path(), "resnet18", &resnet, &aug_r, 3);
     let out = common::run_reference("export_check.py", &[dir.path()]);
     println!("{out}");
 }

@@ -273,7 +273,7 @@ impl Engine {
 
         // Monitors see the teacher distribution the loss used (centre before its update) and
         // report the centre after it.
-        let teacher_dist = (step % self.cfg.monitor_every == 0).then(|| {
+        let teacher_dist = step.is_multiple_of(self.cfg.monitor_every).then(|| {
             let q = self.loss.teacher_probs(&teacher_out, sv.teacher_temp);
             let log_q = tch::no_grad(|| {
                 ((&teacher_out - &self.loss.center) / sv.teacher_temp).log_softmax(-1, Kind::Float)
@@ -312,7 +312,7 @@ impl Engine {
             TeacherUpdate::Ema => sv.momentum,
             TeacherUpdate::Epoch => {
                 let spe = self.plan.steps_per_epoch.max(1);
-                if (step + 1) % spe != 0 {
+                if !(step + 1).is_multiple_of(spe) {
                     return;
                 }
                 let start = step + 1 - spe;

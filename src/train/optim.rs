@@ -165,7 +165,7 @@ impl Optimizer {
                             // `a.where_self(cond, b)` is `torch.where(cond, a, b)`.
                             let inner = ((&pn * eta) / &un).where_self(&un.gt(0.0), &one);
                             let q = inner.where_self(&pn.gt(0.0), &one);
-                            d = d * q;
+                            d *= q;
                         }
                         let _ = s.m1.g_mul_scalar_(momentum);
                         let _ = s.m1.g_add_(&d);

@@ -1,4 +1,4 @@
-"""Loads backbones exported by dino-stream into timm (strict=True, pretrained=False: nothing is
+"""Loads backbones exported by dino-stream into timm (ViT) or torchvision (ResNet) (strict=True, pretrained=False: nothing is
 downloaded) and compares timm's features with the engine's on the same u8 images.
 Usage: export_check.py CASES_DIR. Tolerance: |Δ| <= 1e-4 + 1e-4·|f| (fp32; timm uses fused
 attention, the engine SDPA, so summation orders differ)."""
@@ -8,6 +8,7 @@ import sys
 
 import timm
 import torch
+import torchvision
 from safetensors.torch import load_file
 
 torch.set_num_threads(1)
@@ -19,7 +20,10 @@ for name in sorted(os.listdir(sys.argv[1])):
     d = os.path.join(sys.argv[1], name)
     cfg = json.load(open(os.path.join(d, "config.json")))
     m, g = cfg["model"], cfg["augment"]["global_size"]
-    if m["arch"] in PRESETS and name.startswith("vit_"):
+    if m["arch"].startswith("resnet"):
+        model = torchvision.models.__dict__[m["arch"]](weights=None)
+        model.fc = torch.nn.Identity()  # DINO removes the classifier
+    elif m["arch"] in PRESETS and name.startswith("vit_"):
         model = timm.create_model(name, pretrained=False, num_classes=0)
     else:
         dim, depth, heads = PRESETS.get(m["arch"], (m["embed_dim"], m["depth"], m["heads"]))
