@@ -67,6 +67,7 @@ pub use super::monitor::collapse_warning;
 
 /// Seed key for initialisation (steps use `(seed, step)`).
 const INIT_KEY: u64 = u64::MAX;
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Seed key of the stochastic-depth masks of a step: `Rng::keyed(&[seed, step, DROP_PATH_KEY])`.
 const DROP_PATH_KEY: u64 = 0xD409_0A7B;
 
@@ -101,10 +102,15 @@ impl Engine {
         if train.threads > 0 {
             tch::set_num_threads(train.threads as i32);
         }
-        tch::manual_seed(derive_seed(&[train.seed, INIT_KEY]) as i64);
         let img = augment.global_size as i64;
-        let student = DinoNet::new(model, img, model.drop_path, device);
-        let mut teacher = DinoNet::new(model, img, 0.0, device);
+        // Initialisation draws from libtorch's process-global RNG; seeding and drawing under one
+        // lock makes it a function of the seed even when several engines start concurrently.
+        let (student, mut teacher) = {
+            let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            tch::manual_seed(derive_seed(&[train.seed, INIT_KEY]) as i64);
+            let student = DinoNet::new(model, img, model.drop_path, device);
+            (student, DinoNet::new(model, img, 0.0, device))
+        };
         teacher
             .params
             .copy_from(&student.params)
