@@ -67,6 +67,7 @@ pub use super::monitor::collapse_warning;
 
 /// Seed key for initialisation (steps use `(seed, step)`).
 const INIT_KEY: u64 = u64::MAX;
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Seed key of the stochastic-depth masks of a step: `Rng::keyed(&[seed, step, DROP_PATH_KEY])`.
 const DROP_PATH_KEY: u64 = 0xD409_0A7B;
 
@@ -101,10 +102,15 @@ impl Engine {
         if train.threads > 0 {
             tch::set_num_threads(train.threads as i32);
         }
-        tch::manual_seed(derive_seed(&[train.seed, INIT_KEY]) as i64);
         let img = augment.global_size as i64;
-        let student = DinoNet::new(model, img, model.drop_path, device);
-        let mut teacher = DinoNet::new(model, img, 0.0, device);
+        // Initialisation draws from libtorch's process-global RNG; seeding and drawing under one
+        // lock makes it a function of the seed even when several engines start concurrently.
+        let (student, mut teacher) = {
+            let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            tch::manual_seed(derive_seed(&[train.seed, INIT_KEY]) as i64);
+            let student = DinoNet::new(model, img, model.drop_path, device);
+            (student, DinoNet::new(model, img, 0.0, device))
+        };
         teacher
             .params
             .copy_from(&student.params)
@@ -271,14 +277,18 @@ impl Engine {
             scaler.update(found_inf);
         }
 
-        let monitors = (step % self.cfg.monitor_every == 0).then(|| {
+        // Monitors see the teacher distribution the loss used (centre before its update) and
+        // report the centre after it.
+        let teacher_dist = step.is_multiple_of(self.cfg.monitor_every).then(|| {
             let q = self.loss.teacher_probs(&teacher_out, sv.teacher_temp);
             let log_q = tch::no_grad(|| {
                 ((&teacher_out - &self.loss.center) / sv.teacher_temp).log_softmax(-1, Kind::Float)
             });
-            monitor::compute(&q, &log_q, loss_value, &self.loss.center)
+            (q, log_q)
         });
         self.loss.update_center(&teacher_out);
+        let monitors = teacher_dist
+            .map(|(q, log_q)| monitor::compute(&q, &log_q, loss_value, &self.loss.center));
         self.update_teacher(step, sv);
         self.step += 1;
         Ok(StepStats {
@@ -308,7 +318,7 @@ impl Engine {
             TeacherUpdate::Ema => sv.momentum,
             TeacherUpdate::Epoch => {
                 let spe = self.plan.steps_per_epoch.max(1);
-                if (step + 1) % spe != 0 {
+                if !(step + 1).is_multiple_of(spe) {
                     return;
                 }
                 let start = step + 1 - spe;
@@ -402,6 +412,27 @@ impl Engine {
         })
         .to_kind(Kind::Float)
         .to_device(Device::Cpu)
+        .contiguous()
+    }
+
+    /// The normalised input groups of a batch on the device: `[globals (2B), locals (L·B)]`
+    /// (the second only with local crops), view-major as the loss expects.
+    pub fn inputs(&self, batch: &Batch) -> Result<Vec<Tensor>, EngineError> {
+        self.check(batch)?;
+        let mut out = vec![self.images(&batch.global, 2 * batch.size, batch.global_size)];
+        if batch.local_crops > 0 {
+            out.push(self.images(
+                &batch.local,
+                batch.local_crops * batch.size,
+                batch.local_size,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The loss and its centre.
+    pub fn loss_fn(&self) -> &DinoLoss {
+        &self.loss
     }
 
     /// The student network (for tests and diagnostics).

@@ -193,10 +193,116 @@ fn teacher_starts_as_student_and_gets_no_grads() {
 #[test]
 fn teacher_features_shape() {
     let e = engine(&tiny_train());
-    let imgs = Tensor::randint(256, [3, 16, 16, 3], (tch::Kind::Uint8, Device::Cpu));
+    let b = random_batch(&tiny_augment(), 3, 0);
+    let imgs = Tensor::from_slice(&b.global[..3 * 16 * 16 * 3]).reshape([3, 16, 16, 3]);
     let f = e.teacher_features(&imgs);
     assert_eq!(f.size(), vec![3, 32]);
     // Other sizes go through the interpolated position embedding.
-    let imgs = Tensor::randint(256, [2, 24, 24, 3], (tch::Kind::Uint8, Device::Cpu));
+    let imgs = Tensor::from_slice(&b.global[..2 * 24 * 24 * 3]).reshape([2, 24, 24, 3]);
     assert_eq!(e.teacher_features(&imgs).size(), vec![2, 32]);
+}
+
+/// Crops that share a per-sample colour (plus noise), so views of one sample agree and samples
+/// differ: a signal DINO can learn from, unlike independent noise per crop.
+pub(crate) fn coloured_batch(aug: &AugmentConfig, size: usize, key: u64) -> Batch {
+    let mut r = Rng::keyed(&[key]);
+    let colours: Vec<[f64; 3]> = (0..size)
+        .map(|_| [r.next_f64(), r.next_f64(), r.next_f64()])
+        .collect();
+    let mut crops = |views: usize, side: u32| {
+        let mut out = Vec::with_capacity(views * size * (side * side * 3) as usize);
+        for _ in 0..views {
+            for c in &colours {
+                for _ in 0..side * side {
+                    for ch in c {
+                        out.push(((ch * 200.0 + r.uniform(0.0, 55.0)) as u32).min(255) as u8);
+                    }
+                }
+            }
+        }
+        out
+    };
+    let global = crops(2, aug.global_size);
+    let local = crops(aug.local_crops, aug.local_size);
+    Batch {
+        size,
+        global_size: aug.global_size,
+        local_size: aug.local_size,
+        local_crops: aug.local_crops,
+        global,
+        local,
+        labels: vec![None; size],
+        epoch: 0,
+        next: Default::default(),
+    }
+}
+
+fn run_monitors(train: &TrainConfig, steps: u64) -> Vec<Monitors> {
+    let plan = Plan {
+        steps_per_epoch: 10,
+        epochs: train.epochs,
+    };
+    let mut e = Engine::new(&tiny_model(), train, &tiny_augment(), plan, Device::Cpu).unwrap();
+    (0..steps)
+        .map(|s| {
+            let st = e.step(&coloured_batch(&tiny_augment(), 16, s)).unwrap();
+            st.monitors.unwrap()
+        })
+        .collect()
+}
+
+/// The monitors tell the two collapse modes from a healthy run (tiny ViT, K = 64, 16 samples
+/// whose crops share a colour, 40 steps at base lr 0.05, teacher temperature 0.04):
+/// - healthy: centring + sharpening (the paper's recipe) — never flagged;
+/// - centring off (sharpening alone): one-hot collapse, as in the paper's Fig. 7;
+/// - teacher temperature 1.0 = 10× the student's (centring without sharpening): uniform
+///   collapse, with KL(teacher‖student) falling towards 0 as the student copies it.
+#[test]
+fn collapse_monitors_flag_known_collapses_and_not_a_healthy_run() {
+    let base = TrainConfig {
+        batch_size: 16,
+        epochs: 4,
+        base_lr: 0.05,
+        warmup_epochs: 0.0,
+        freeze_last_layer_epochs: 0.0,
+        warmup_teacher_temp_epochs: 0.0,
+        teacher_temp: 0.04,
+        ..tiny_train()
+    };
+    let k = tiny_model().out_dim;
+    // From random init the teacher's outputs barely depend on the input, so the first steps can
+    // sit in the one-hot band until centring spreads them: judge the healthy run after 20 steps
+    // (the trainer should likewise give the warning a grace period).
+    let healthy = run_monitors(&base, 40);
+    for (i, m) in healthy.iter().enumerate().skip(20) {
+        assert!(
+            collapse_warning(m, k).is_none(),
+            "healthy run flagged at step {i}: {m:?}"
+        );
+    }
+    let one_hot = run_monitors(
+        &TrainConfig {
+            centering: false,
+            ..base.clone()
+        },
+        40,
+    );
+    let last = one_hot.last().unwrap();
+    let w = collapse_warning(last, k).unwrap_or_default();
+    assert!(w.contains("one-hot"), "centring off not flagged: {last:?}");
+    let uniform = run_monitors(
+        &TrainConfig {
+            teacher_temp: 1.0,
+            warmup_teacher_temp: 1.0,
+            ..base
+        },
+        40,
+    );
+    let last = uniform.last().unwrap();
+    let w = collapse_warning(last, k).unwrap_or_default();
+    assert!(w.contains("uniform"), "hot teacher not flagged: {last:?}");
+    assert!(
+        last.kl_teacher_student < uniform[0].kl_teacher_student / 10.0,
+        "{last:?}"
+    );
 }

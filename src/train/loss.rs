@@ -89,8 +89,7 @@ mod tests {
     fn loss_matches_hand_computation() {
         let dev = tch::Device::Cpu;
         let mut l = DinoLoss::new(2, 0.5, 0.9, true, dev);
-        let _ = l
-            .center
+        l.center
             .copy_(&Tensor::from_slice(&[0.1f32, -0.1]).reshape([1, 2]));
         let s = [[1.0f64, 0.0], [0.0, 1.0], [0.5, 0.5]];
         let t = [[2.0f64, 0.0], [0.0, 1.0]];

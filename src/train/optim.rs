@@ -161,11 +161,11 @@ impl Optimizer {
                             let pn = p.norm();
                             let un = d.norm();
                             let one = Tensor::ones_like(&pn);
-                            let q = pn.gt(0.0).where_self(
-                                &un.gt(0.0).where_self(&((&pn * eta) / &un), &one),
-                                &one,
-                            );
-                            d = d * q;
+                            // torch.where(pn > 0, torch.where(un > 0, eta·pn/un, 1), 1); tch's
+                            // `a.where_self(cond, b)` is `torch.where(cond, a, b)`.
+                            let inner = ((&pn * eta) / &un).where_self(&un.gt(0.0), &one);
+                            let q = inner.where_self(&pn.gt(0.0), &one);
+                            d *= q;
                         }
                         let _ = s.m1.g_mul_scalar_(momentum);
                         let _ = s.m1.g_add_(&d);

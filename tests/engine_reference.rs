@@ -1,0 +1,273 @@
+//! The engine checked against PyTorch: the same weights and inputs go through a faithful copy of
+//! facebookresearch/dino's code (`tests/reference/dino_reference.py`: ViT, DINOHead, DINOLoss,
+//! clip_gradients, cancel_gradients_last_layer, cosine_scheduler, torch.optim.AdamW/SGD and
+//! DINO's LARS) and through timm's `VisionTransformer`. The script states and enforces the fp32
+//! tolerances (see its `TOL`). Needs the venv python (see `common::python`).
+
+mod common;
+
+use std::path::Path;
+
+use dino_stream::augment::AugmentConfig;
+use dino_stream::model::{Arch, ModelConfig, Pass};
+use dino_stream::train::config::{DeviceChoice, OptimizerKind, Plan, TrainConfig};
+use dino_stream::train::engine::Engine;
+use dino_stream::train::export::export_backbone;
+use tch::{Device, Kind, Tensor};
+
+fn model(head_bn: bool, head_layers: i64, norm_last_layer: bool) -> ModelConfig {
+    ModelConfig {
+        arch: Arch::Vit,
+        embed_dim: 32,
+        depth: 2,
+        heads: 4,
+        patch_size: 4,
+        mlp_ratio: 2.0,
+        drop_path: 0.0,
+        out_dim: 96,
+        head_hidden: 48,
+        head_bottleneck: 16,
+        head_layers,
+        head_bn,
+        norm_last_layer,
+    }
+}
+
+fn augment() -> AugmentConfig {
+    AugmentConfig {
+        global_size: 16,
+        local_size: 8,
+        local_crops: 3,
+        ..Default::default()
+    }
+}
+
+fn train(optimizer: OptimizerKind) -> TrainConfig {
+    TrainConfig {
+        device: DeviceChoice::Cpu,
+        batch_size: 4,
+        epochs: 2,
+        optimizer,
+        base_lr: 0.05,
+        warmup_epochs: 0.5,
+        warmup_teacher_temp_epochs: 1.0,
+        freeze_last_layer_epochs: 0.25,
+        clip_grad: 0.3,
+        monitor_every: 1,
+        seed: 3,
+        threads: 1,
+        ..Default::default()
+    }
+}
+
+const STEPS: u64 = 4;
+const STEPS_PER_EPOCH: u64 = 4;
+
+/// Writes one case: config, initial state, batches, step-0 forward/gradients, then the state
+/// after every engine step.
+fn write_case(dir: &Path, name: &str, m: &ModelConfig, t: &TrainConfig) {
+    let aug = augment();
+    let case = dir.join(name);
+    std::fs::create_dir_all(&case).unwrap();
+    let plan = Plan {
+        steps_per_epoch: STEPS_PER_EPOCH,
+        epochs: t.epochs,
+    };
+    let mut e = Engine::new(m, t, &aug, plan, Device::Cpu).unwrap();
+    let cfg =
+        serde_json::json!({ "model": m, "train": t, "augment": aug, "plan": plan, "steps": STEPS });
+    std::fs::write(case.join("config.json"), cfg.to_string()).unwrap();
+    Tensor::write_safetensors(&e.state(), case.join("state_0.safetensors")).unwrap();
+
+    let batches: Vec<_> = (0..STEPS)
+        .map(|s| common::random_batch(&aug, t.batch_size, 100 + s))
+        .collect();
+    let mut io: Vec<(String, Tensor)> = Vec::new();
+    for (s, b) in batches.iter().enumerate() {
+        io.push((format!("batch{s}.global"), Tensor::from_slice(&b.global)));
+        io.push((format!("batch{s}.local"), Tensor::from_slice(&b.local)));
+    }
+    // Step-0 forward pieces and the loss gradient w.r.t. every student parameter. The head-BN
+    // case skips this (its forward would move the running statistics before the engine step).
+    if !m.head_bn {
+        let groups = e.inputs(&batches[0]).unwrap();
+        let refs: Vec<&Tensor> = groups.iter().collect();
+        let student = e.student();
+        io.push((
+            "fwd.backbone_global".into(),
+            student
+                .backbone
+                .forward(&groups[0], &mut Pass::train_no_drop())
+                .detach(),
+        ));
+        io.push((
+            "fwd.backbone_local".into(),
+            student
+                .backbone
+                .forward(&groups[1], &mut Pass::train_no_drop())
+                .detach(),
+        ));
+        let s_out = student.forward_groups(&refs, &mut Pass::train_no_drop());
+        let t_out = tch::no_grad(|| {
+            e.teacher()
+                .forward_groups(&[&groups[0]], &mut Pass::train_no_drop())
+        });
+        let temp = e.schedules().at(0).teacher_temp;
+        let loss = e.loss_fn().loss(&s_out, &t_out, temp);
+        loss.backward();
+        io.push(("fwd.student_out".into(), s_out.detach()));
+        io.push(("fwd.loss".into(), loss.detach().reshape([1])));
+        for p in student.params.trainable() {
+            io.push((format!("grad.{}", p.name), p.tensor.grad().copy()));
+        }
+    }
+    let sched = e.schedules().clone();
+    io.push(("sched.lr".into(), Tensor::from_slice(&sched.lr)));
+    io.push(("sched.wd".into(), Tensor::from_slice(&sched.weight_decay)));
+    io.push(("sched.momentum".into(), Tensor::from_slice(&sched.momentum)));
+    io.push((
+        "sched.teacher_temp".into(),
+        Tensor::from_slice(&sched.teacher_temp),
+    ));
+    let mut losses = Vec::new();
+    for (s, b) in batches.iter().enumerate() {
+        let st = e.step(b).unwrap();
+        losses.push(st.loss);
+        let mon = st.monitors.unwrap();
+        io.push((
+            format!("monitors{s}"),
+            Tensor::from_slice(&[
+                mon.teacher_entropy,
+                mon.teacher_mean_entropy,
+                mon.kl_teacher_student,
+                mon.center_norm,
+                mon.active_dims,
+            ]),
+        ));
+        Tensor::write_safetensors(
+            &e.state(),
+            case.join(format!("state_{}.safetensors", s + 1)),
+        )
+        .unwrap();
+    }
+    io.push(("losses".into(), Tensor::from_slice(&losses)));
+    let io: Vec<(String, Tensor)> = io.into_iter().map(|(k, t)| (k, t.contiguous())).collect();
+    Tensor::write_safetensors(&io, case.join("io.safetensors")).unwrap();
+}
+
+#[test]
+fn training_step_matches_pytorch_dino() {
+    let dir = tempfile::tempdir().unwrap();
+    write_case(
+        dir.path(),
+        "adamw",
+        &model(false, 3, true),
+        &train(OptimizerKind::Adamw),
+    );
+    write_case(
+        dir.path(),
+        "sgd",
+        &model(false, 2, false),
+        &train(OptimizerKind::Sgd),
+    );
+    write_case(
+        dir.path(),
+        "lars",
+        &model(false, 1, true),
+        &train(OptimizerKind::Lars),
+    );
+    // SGD: see the reference script on biases in front of BatchNorm under AdamW.
+    write_case(
+        dir.path(),
+        "sgd_head_bn",
+        &model(true, 3, true),
+        &train(OptimizerKind::Sgd),
+    );
+    let epoch_teacher = TrainConfig {
+        teacher_update: dino_stream::train::config::TeacherUpdate::Epoch,
+        centering: false,
+        ..train(OptimizerKind::Adamw)
+    };
+    write_case(
+        dir.path(),
+        "epoch_teacher_no_centering",
+        &model(false, 3, true),
+        &epoch_teacher,
+    );
+    let out = common::run_reference("dino_reference.py", &[dir.path()]);
+    println!("{out}");
+}
+
+/// Exports the teacher backbone and loads it into timm (torchvision for ResNets) with
+/// `strict=True`; their features on the same images must match the engine's.
+fn export_case(dir: &Path, name: &str, m: &ModelConfig, aug: &AugmentConfig, n: i64) {
+    let t = train(OptimizerKind::Adamw);
+    let plan = Plan {
+        steps_per_epoch: 2,
+        epochs: 1,
+    };
+    let mut e = Engine::new(m, &t, aug, plan, Device::Cpu).unwrap();
+    let b = common::random_batch(aug, 2, 5);
+    e.step(&b).unwrap(); // teacher ≠ student init after a step
+    let case = dir.join(name);
+    std::fs::create_dir_all(&case).unwrap();
+    export_backbone(&e.state(), &case.join("backbone.safetensors")).unwrap();
+    let g = aug.global_size as i64;
+    let images = Tensor::randint(256, [n, g, g, 3], (Kind::Uint8, Device::Cpu));
+    let feats = e.teacher_features(&images);
+    Tensor::write_safetensors(
+        &[("images", &images), ("features", &feats)],
+        case.join("io.safetensors"),
+    )
+    .unwrap();
+    let cfg = serde_json::json!({ "model": m, "augment": aug });
+    std::fs::write(case.join("config.json"), cfg.to_string()).unwrap();
+}
+
+#[test]
+fn exported_backbone_loads_in_timm_with_same_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = ModelConfig {
+        embed_dim: 64,
+        depth: 2,
+        heads: 4,
+        patch_size: 8,
+        mlp_ratio: 4.0,
+        ..model(false, 3, true)
+    };
+    let aug = AugmentConfig {
+        global_size: 32,
+        local_size: 16,
+        local_crops: 2,
+        ..Default::default()
+    };
+    export_case(dir.path(), "custom", &small, &aug, 3);
+    let vit_small = ModelConfig {
+        arch: Arch::VitSmall,
+        patch_size: 16,
+        mlp_ratio: 4.0,
+        ..model(false, 3, true)
+    };
+    let aug224 = AugmentConfig {
+        global_size: 224,
+        local_size: 96,
+        local_crops: 0,
+        ..Default::default()
+    };
+    export_case(dir.path(), "vit_small_patch16_224", &vit_small, &aug224, 2);
+    // ResNet-18 with torchvision names; features in eval mode use the BN running statistics
+    // the training step updated.
+    let resnet = ModelConfig {
+        arch: Arch::Resnet18,
+        ..model(false, 3, true)
+    };
+    let aug_r = AugmentConfig {
+        global_size: 32,
+        local_size: 16,
+        local_crops: 2,
+        ..Default::default()
+    };
+    export_case(dir.path(), "resnet18", &resnet, &aug_r, 3);
+    let out = common::run_reference("export_check.py", &[dir.path()]);
+    println!("{out}");
+}
