@@ -10,9 +10,11 @@
 use super::AugmentConfig;
 use crate::rng::Rng;
 
-/// ITU-R 601-2 luma weights (PIL's "L" conversion). torchvision's tensor kernel uses 0.2989
-/// for red; the 0.0001 difference moves a truncated grey level on a handful of pixels.
-const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
+/// ITU-R 601-2 luma weights as torchvision's tensor kernels write them (0.2989 for 601-2's
+/// 0.299 red, a constant inherited from TensorFlow). Using torchvision's exact constant keeps
+/// the ops bit-identical to the reference: with 0.299 a truncated grey level moves on ~2% of
+/// pixels, and a hue rotation of a near-grey pixel amplifies that one level into several.
+const LUMA: [f32; 3] = [0.2989, 0.587, 0.114];
 
 /// The truncated 601-2 grey level of one pixel, as torchvision's `rgb_to_grayscale` on uint8.
 #[inline(always)]
@@ -244,7 +246,7 @@ mod tests {
         adjust_saturation(&mut a, 0.0);
         grayscale(&mut b);
         assert_eq!(a, b);
-        assert_eq!(&b[..3], &[76, 76, 76]); // 0.299 * 255 = 76.2
+        assert_eq!(&b[..3], &[76, 76, 76]); // 0.2989 * 255 = 76.2
     }
 
     #[test]
