@@ -6,8 +6,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use dino_stream::augment::{
-    resized_crop, AugmentConfig, CropRect, GaussianBlur, JitterOp, JitterParams, MultiCrop,
-    Resampler,
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, resized_crop,
+    solarize, AugmentConfig, CropRect, GaussianBlur, JitterOp, JitterParams, MultiCrop, Resampler,
 };
 use dino_stream::decode::decode_image;
 use dino_stream::frame::Frame;
@@ -110,6 +110,23 @@ fn bench(c: &mut Criterion) {
             jitter.apply(&mut buf)
         })
     });
+    type Op = fn(&mut [u8]);
+    let ops: [(&str, Op); 6] = [
+        ("brightness", |b| adjust_brightness(b, 1.2)),
+        ("contrast", |b| adjust_contrast(b, 0.8)),
+        ("saturation", |b| adjust_saturation(b, 1.1)),
+        ("hue", |b| adjust_hue(b, 0.05)),
+        ("grayscale", grayscale),
+        ("solarize", |b| solarize(b, 128)),
+    ];
+    for (name, op) in ops {
+        g.bench_function(format!("{name}_224"), |b| {
+            b.iter(|| {
+                buf.copy_from_slice(&view224);
+                op(&mut buf)
+            })
+        });
+    }
     let mut blur = GaussianBlur::new();
     for sigma in [0.5, 2.0] {
         g.bench_function(format!("blur_224_sigma{sigma}"), |b| {

@@ -49,23 +49,38 @@ impl Planes {
     }
 
     /// Deinterleaves up to `BLOCK` packed RGB8 pixels into the planes (as 0.0..=255.0).
+    ///
+    /// Bytes are split first and converted in a second, vectorisable loop: a fused loop
+    /// converts one scalar at a time.
     #[inline(always)]
     pub fn load(&mut self, px: &[u8]) {
+        let mut bytes = [[0u8; BLOCK]; 3];
         for (i, p) in px.chunks_exact(3).enumerate() {
-            self.r[i] = p[0] as f32;
-            self.g[i] = p[1] as f32;
-            self.b[i] = p[2] as f32;
+            bytes[0][i] = p[0];
+            bytes[1][i] = p[1];
+            bytes[2][i] = p[2];
+        }
+        for i in 0..BLOCK {
+            self.r[i] = bytes[0][i] as f32;
+            self.g[i] = bytes[1][i] as f32;
+            self.b[i] = bytes[2][i] as f32;
         }
     }
 
     /// Interleaves the planes back, truncating each value to u8 (torch's float -> uint8
-    /// cast; values are already in 0.0..=255.999).
+    /// cast; values must already lie in 0.0..256.0).
     #[inline(always)]
     pub fn store(&self, px: &mut [u8]) {
+        let mut bytes = [[0u8; BLOCK]; 3];
+        for i in 0..BLOCK {
+            bytes[0][i] = self.r[i] as i32 as u8;
+            bytes[1][i] = self.g[i] as i32 as u8;
+            bytes[2][i] = self.b[i] as i32 as u8;
+        }
         for (i, p) in px.chunks_exact_mut(3).enumerate() {
-            p[0] = self.r[i] as u8;
-            p[1] = self.g[i] as u8;
-            p[2] = self.b[i] as u8;
+            p[0] = bytes[0][i];
+            p[1] = bytes[1][i];
+            p[2] = bytes[2][i];
         }
     }
 }
