@@ -38,6 +38,9 @@ pub(crate) struct Planes {
     pub b: [f32; BLOCK],
 }
 
+// Indexed loops over several same-length arrays are the clearest form of these kernels and
+// vectorise as well as zipped iterators.
+#[allow(clippy::needless_range_loop)]
 impl Planes {
     #[inline(always)]
     pub fn new() -> Self {
