@@ -8,6 +8,8 @@
 //! Both passes run over contiguous float rows so they auto-vectorise; the scratch rows live in
 //! the [`GaussianBlur`] value and are reused.
 
+use super::simd::{avx2_dispatch, round_even_pos};
+
 /// Kernel size used for a sigma: `2 * ceil(3 * sigma) + 1` (odd, covers ±3σ).
 pub fn blur_kernel_size(sigma: f64) -> usize {
     2 * (3.0 * sigma).ceil().max(0.0) as usize + 1
@@ -76,39 +78,80 @@ impl GaussianBlur {
         if w == 0 || h == 0 {
             return;
         }
-        let r = (k / 2) as isize;
-        let rw = w * 3;
-        // Horizontal pass: u8 rows -> reflect-padded f32 row -> f32 output rows.
         self.row.resize((w + k - 1) * 3, 0.0);
-        self.horiz.resize(h * rw, 0.0);
-        for (src, out) in buf.chunks_exact(rw).zip(self.horiz.chunks_exact_mut(rw)) {
-            for (xp, px) in self.row.chunks_exact_mut(3).enumerate() {
-                let sx = reflect(xp as isize - r, w) * 3;
-                px[0] = src[sx] as f32;
-                px[1] = src[sx + 1] as f32;
-                px[2] = src[sx + 2] as f32;
-            }
-            out.fill(0.0);
-            for (j, &kj) in kernel.iter().enumerate() {
-                for (o, &p) in out.iter_mut().zip(&self.row[j * 3..j * 3 + rw]) {
-                    *o += kj * p;
-                }
+        self.horiz.resize(h * w * 3, 0.0);
+        self.acc.resize(w * 3, 0.0);
+        blur_kernel(
+            buf,
+            w,
+            h,
+            kernel,
+            &mut self.row,
+            &mut self.horiz,
+            &mut self.acc,
+        );
+    }
+}
+
+avx2_dispatch!(
+    fn blur_kernel(
+        buf: &mut [u8],
+        w: usize,
+        h: usize,
+        kernel: &[f32],
+        row: &mut [f32],
+        horiz: &mut [f32],
+        acc: &mut [f32],
+    ) => blur_impl
+);
+
+/// Both passes. Only the `k/2` pixels at each end of a row need the reflect index; the
+/// interior is a straight u8 -> f32 conversion. Inner loops run over whole contiguous float
+/// rows (all three channels at once, tap `j` is the row shifted by `3j`), which vectorises.
+#[inline(always)]
+fn blur_impl(
+    buf: &mut [u8],
+    w: usize,
+    h: usize,
+    kernel: &[f32],
+    row: &mut [f32],
+    horiz: &mut [f32],
+    acc: &mut [f32],
+) {
+    let k = kernel.len();
+    let r = k / 2;
+    let rw = w * 3;
+    for (src, out) in buf.chunks_exact(rw).zip(horiz.chunks_exact_mut(rw)) {
+        for xp in (0..r).chain(r + w..w + 2 * r) {
+            let sx = reflect(xp as isize - r as isize, w) * 3;
+            row[xp * 3..xp * 3 + 3].copy_from_slice(&[
+                src[sx] as f32,
+                src[sx + 1] as f32,
+                src[sx + 2] as f32,
+            ]);
+        }
+        for (d, &s) in row[r * 3..r * 3 + rw].iter_mut().zip(src) {
+            *d = s as f32;
+        }
+        out.fill(0.0);
+        for (j, &kj) in kernel.iter().enumerate() {
+            for (o, &p) in out.iter_mut().zip(&row[j * 3..j * 3 + rw]) {
+                *o += kj * p;
             }
         }
-        // Vertical pass: weighted sum of reflected float rows, rounded half-to-even like
-        // `torch.round`.
-        self.acc.resize(rw, 0.0);
-        for (y, dst) in buf.chunks_exact_mut(rw).enumerate() {
-            self.acc.fill(0.0);
-            for (j, &kj) in kernel.iter().enumerate() {
-                let sy = reflect(y as isize + j as isize - r, h);
-                for (a, &p) in self.acc.iter_mut().zip(&self.horiz[sy * rw..(sy + 1) * rw]) {
-                    *a += kj * p;
-                }
+    }
+    for (y, dst) in buf.chunks_exact_mut(rw).enumerate() {
+        acc.fill(0.0);
+        for (j, &kj) in kernel.iter().enumerate() {
+            let sy = reflect(y as isize + j as isize - r as isize, h);
+            for (a, &p) in acc.iter_mut().zip(&horiz[sy * rw..(sy + 1) * rw]) {
+                *a += kj * p;
             }
-            for (d, &a) in dst.iter_mut().zip(&self.acc) {
-                *d = a.round_ties_even() as u8;
-            }
+        }
+        // torch.round (half to even), then the cast; sums of a normalised kernel over
+        // 0..=255 stay in 0..=255 up to float error, which the clamp absorbs.
+        for (d, &a) in dst.iter_mut().zip(acc.iter()) {
+            *d = round_even_pos(a.clamp(0.0, 255.0)) as u8;
         }
     }
 }

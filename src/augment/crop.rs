@@ -8,7 +8,7 @@
 //! torchvision calls on PIL images, but on SIMD paths.
 
 use fast_image_resize::images::{CroppedImage, Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{FilterType, IntoImageView, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use super::AugmentError;
 use crate::frame::Frame;
@@ -76,10 +76,17 @@ pub fn random_resized_crop_params(
     }
 }
 
-/// Owns fast_image_resize's scratch buffers so that repeated resizes do not allocate.
+/// Owns fast_image_resize's scratch buffers and the intermediate image, so that repeated
+/// resizes do not allocate.
+///
+/// Every resize runs as two explicit one-axis passes, horizontal first, through an 8-bit
+/// intermediate, because that is what PIL does: fast_image_resize on its own runs the
+/// vertical pass first for u8 images, and since the Catmull-Rom kernel overshoots and the
+/// intermediate is clipped to 0..=255, the order changes edge pixels by up to ~5 levels.
 #[derive(Default)]
 pub struct Resampler {
     resizer: Resizer,
+    temp: Vec<u8>,
 }
 
 impl Resampler {
@@ -101,12 +108,9 @@ impl Resampler {
     ) -> Result<(), AugmentError> {
         let src = frame_view(frame)?;
         let cropped = CroppedImage::new(&src, rect.left, rect.top, rect.width, rect.height)
-            .map_err(|e| AugmentError::Resize(e.to_string()))?;
-        let mut out = Image::from_slice_u8(out_w, out_h, dst, PixelType::U8x3)
-            .map_err(|e| AugmentError::Resize(e.to_string()))?;
-        self.resizer
-            .resize(&cropped, &mut out, &bicubic())
-            .map_err(|e| AugmentError::Resize(e.to_string()))
+            .map_err(resize_err)?;
+        let full = [0.0, 0.0, rect.width as f64, rect.height as f64];
+        self.two_pass(&cropped, full, out_w, out_h, dst)
     }
 
     /// Resizes the whole frame to `rw × rh` and keeps the window at (`left`, `top`) of size
@@ -127,18 +131,45 @@ impl Resampler {
         let src = frame_view(frame)?;
         let sx = frame.width as f64 / rw as f64;
         let sy = frame.height as f64 / rh as f64;
-        let opts = bicubic().crop(
+        let window = [
             left as f64 * sx,
             top as f64 * sy,
             out_w as f64 * sx,
             out_h as f64 * sy,
-        );
-        let mut out = Image::from_slice_u8(out_w, out_h, dst, PixelType::U8x3)
-            .map_err(|e| AugmentError::Resize(e.to_string()))?;
-        self.resizer
-            .resize(&src, &mut out, &opts)
-            .map_err(|e| AugmentError::Resize(e.to_string()))
+        ];
+        self.two_pass(&src, window, out_w, out_h, dst)
     }
+
+    /// Horizontal pass over all source rows into `temp`, then the vertical pass into `dst`.
+    /// `window` is the source box `[left, top, width, height]` (fractional allowed).
+    fn two_pass(
+        &mut self,
+        src: &impl IntoImageView,
+        window: [f64; 4],
+        out_w: u32,
+        out_h: u32,
+        dst: &mut [u8],
+    ) -> Result<(), AugmentError> {
+        let [left, top, width, height] = window;
+        let src_h = src.height();
+        self.temp.resize(out_w as usize * src_h as usize * 3, 0);
+        let mut temp = Image::from_slice_u8(out_w, src_h, &mut self.temp, PixelType::U8x3)
+            .map_err(resize_err)?;
+        let opts = bicubic().crop(left, 0.0, width, src_h as f64);
+        self.resizer
+            .resize(src, &mut temp, &opts)
+            .map_err(resize_err)?;
+        let mut out =
+            Image::from_slice_u8(out_w, out_h, dst, PixelType::U8x3).map_err(resize_err)?;
+        let opts = bicubic().crop(0.0, top, out_w as f64, height);
+        self.resizer
+            .resize(&temp, &mut out, &opts)
+            .map_err(resize_err)
+    }
+}
+
+fn resize_err(e: impl std::fmt::Display) -> AugmentError {
+    AugmentError::Resize(e.to_string())
 }
 
 fn bicubic() -> ResizeOptions {
@@ -149,8 +180,7 @@ fn frame_view(frame: &Frame) -> Result<ImageRef<'_>, AugmentError> {
     if frame.width == 0 || frame.height == 0 {
         return Err(AugmentError::Empty(frame.width, frame.height));
     }
-    ImageRef::new(frame.width, frame.height, frame.data(), PixelType::U8x3)
-        .map_err(|e| AugmentError::Resize(e.to_string()))
+    ImageRef::new(frame.width, frame.height, frame.data(), PixelType::U8x3).map_err(resize_err)
 }
 
 /// torchvision `resized_crop(img, top, left, height, width, [out_h, out_w], BICUBIC)` on a

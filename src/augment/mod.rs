@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 mod blur;
 mod color;
 mod crop;
+mod simd;
 mod view;
 
 pub use blur::{blur_kernel_size, gaussian_blur, gaussian_kernel1d, GaussianBlur};

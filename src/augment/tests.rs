@@ -9,7 +9,7 @@ fn textured(w: u32, h: u32) -> Frame {
         for x in 0..w {
             v.push((x * 7 + y * 3) as u8);
             v.push((x * x + y) as u8);
-            v.push((y * 5 ^ x) as u8);
+            v.push(((y * 5) ^ x) as u8);
         }
     }
     Frame::from_rgb(w, h, v)

@@ -143,7 +143,7 @@ fn sixteen_bit_png_is_scaled_to_eight() {
 #[test]
 fn cmyk_jpeg_is_converted_to_rgb() {
     // 8x8 CMYK JPEG written by PIL (Adobe inverted CMYK) of a solid red-ish colour
-    // RGB (200, 40, 40); see tests/reference/augment_ref.py `cmyk_fixture`.
+    // RGB (200, 40, 40); regenerate with `augment_ref.py cmyk` (tests/reference).
     let bytes = include_bytes!("../../tests/reference/cmyk_8x8.jpg");
     let f = decode_image(bytes, LIMIT).unwrap();
     assert_eq!((f.width, f.height), (8, 8));
