@@ -41,7 +41,9 @@ fn passive_openmp() {
     if std::env::var_os("OMP_WAIT_POLICY").is_some() {
         return;
     }
-    let Ok(exe) = std::env::current_exe() else { return };
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
     let err = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
         .env("OMP_WAIT_POLICY", "PASSIVE")

@@ -75,6 +75,9 @@ struct LogLine<'a> {
     monitors: Option<&'a serde_json::Value>,
 }
 
+/// Steps before collapse warnings are raised.
+pub const COLLAPSE_GRACE_STEPS: u64 = 20;
+
 pub fn spawn_trainer(
     args: TrainerArgs,
     batches: Rx<Batch>,
@@ -171,7 +174,15 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
             source,
         })?;
         progress.inc(1);
-        if let Some(warning) = stats.monitors.as_ref().and_then(|mon| collapse_warning(mon, cfg.model.out_dim)) {
+        // A freshly initialised teacher sits in the one-hot band for its first steps; judge
+        // collapse only once the run has had a few steps to move.
+        let judged = stats.step >= COLLAPSE_GRACE_STEPS;
+        if let Some(warning) = stats
+            .monitors
+            .as_ref()
+            .filter(|_| judged)
+            .and_then(|mon| collapse_warning(mon, cfg.model.out_dim))
+        {
             m.collapse_warnings.inc();
             progress.suspend(|| tracing::warn!(step = stats.step, "{warning}"));
         }
