@@ -99,6 +99,7 @@ pub struct Augmented {
 pub struct Pipeline {
     pub batches: Rx<Batch>,
     pub skips: Arc<SkipLog>,
+    stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -131,7 +132,7 @@ impl Pipeline {
             gate.clone(),
             skips.clone(),
             metrics.clone(),
-            stop,
+            stop.clone(),
         ));
 
         let max_pixels = cfg.decode.max_pixels;
@@ -219,12 +220,15 @@ impl Pipeline {
         Pipeline {
             batches: batch_rx,
             skips,
+            stop,
             threads,
         }
     }
 
-    /// Closes the pipeline from the consumer's end and waits for every stage to exit.
+    /// Closes the pipeline from the consumer's end and waits for every stage to exit. Raises the
+    /// stop flag too: the source may be waiting at the reorder gate for a batcher that is gone.
     pub fn shutdown(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         self.batches.close();
         drop(self.batches);
         for t in self.threads {
