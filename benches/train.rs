@@ -9,25 +9,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dino_stream::augment::AugmentConfig;
 use dino_stream::batch::Batch;
 use dino_stream::model::{Arch, ModelConfig};
-use dino_stream::rng::Rng;
 use dino_stream::train::config::{DeviceChoice, Plan, TrainConfig};
 use dino_stream::train::engine::{select_device, Engine};
-
-fn batch(aug: &AugmentConfig, size: usize, key: u64) -> Batch {
-    let mut r = Rng::keyed(&[key]);
-    let mut bytes = |n: usize| (0..n).map(|_| r.below(256) as u8).collect::<Vec<u8>>();
-    Batch {
-        size,
-        global_size: aug.global_size,
-        local_size: aug.local_size,
-        local_crops: aug.local_crops,
-        global: bytes(2 * size * aug.global_bytes()),
-        local: bytes(aug.local_crops * size * aug.local_bytes()),
-        labels: vec![None; size],
-        epoch: 0,
-        next: Default::default(),
-    }
-}
 
 fn bench_step(c: &mut Criterion) {
     let model = ModelConfig {
@@ -67,7 +50,9 @@ fn bench_step(c: &mut Criterion) {
         epochs: 100,
     };
     let mut engine = Engine::new(&model, &train, &aug, plan, select_device(device)).unwrap();
-    let batches: Vec<Batch> = (0..4).map(|k| batch(&aug, train.batch_size, k)).collect();
+    let batches: Vec<Batch> = (0..4)
+        .map(|k| Batch::random(&aug, train.batch_size, k))
+        .collect();
     for b in &batches {
         engine.step(b).unwrap(); // warm-up (allocator, kernels)
     }

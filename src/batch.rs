@@ -38,3 +38,23 @@ pub struct Batch {
     /// Cursor of the first sample after this batch: where a resumed run starts.
     pub next: Cursor,
 }
+
+impl Batch {
+    /// Uniformly random crops with the shapes `aug` gives, keyed by `key`: the input of engine
+    /// tests, reference checks and `bench train`, which need batches without a data pipeline.
+    pub fn random(aug: &crate::augment::AugmentConfig, size: usize, key: u64) -> Batch {
+        let mut r = crate::rng::Rng::keyed(&[key]);
+        let mut bytes = |n: usize| (0..n).map(|_| r.below(256) as u8).collect::<Vec<u8>>();
+        Batch {
+            size,
+            global_size: aug.global_size,
+            local_size: aug.local_size,
+            local_crops: aug.local_crops,
+            global: bytes(crate::augment::AugmentConfig::GLOBAL_CROPS * size * aug.global_bytes()),
+            local: bytes(aug.local_crops * size * aug.local_bytes()),
+            labels: vec![None; size],
+            epoch: 0,
+            next: Cursor::default(),
+        }
+    }
+}

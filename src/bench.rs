@@ -13,7 +13,6 @@ use crate::config::PipelineConfig;
 use crate::decode::decode_image;
 use crate::metrics::Metrics;
 use crate::pipeline::{worker_count, Pipeline};
-use crate::rng::Rng;
 use crate::source::{OpenedSource, Payload};
 use crate::train::engine::{select_device, Engine};
 
@@ -115,25 +114,6 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Random crops of the configured sizes, as the batcher would deliver them.
-pub fn synthetic_batch(cfg: &PipelineConfig, seed: u64) -> Batch {
-    let a = &cfg.augment;
-    let b = cfg.train.batch_size;
-    let mut rng = Rng::new(seed);
-    let mut fill = |n: usize| (0..n).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>();
-    Batch {
-        size: b,
-        global_size: a.global_size,
-        local_size: a.local_size,
-        local_crops: a.local_crops,
-        global: fill(AugmentConfig::GLOBAL_CROPS * b * a.global_bytes()),
-        local: fill(a.local_crops * b * a.local_bytes()),
-        labels: vec![None; b],
-        epoch: 0,
-        next: Cursor::default(),
-    }
-}
-
 /// Times training steps on synthetic batches.
 pub fn train(cfg: &PipelineConfig, steps: u64, warmup: u64) -> anyhow::Result<()> {
     crate::run::configure_torch(cfg);
@@ -143,7 +123,9 @@ pub fn train(cfg: &PipelineConfig, steps: u64, warmup: u64) -> anyhow::Result<()
         epochs: cfg.train.epochs,
     };
     let mut engine = Engine::new(&cfg.model, &cfg.train, &cfg.augment, plan, device)?;
-    let batches: Vec<Batch> = (0..4).map(|i| synthetic_batch(cfg, i)).collect();
+    let batches: Vec<Batch> = (0..4)
+        .map(|i| Batch::random(&cfg.augment, cfg.train.batch_size, i))
+        .collect();
     for i in 0..warmup {
         engine.step(&batches[i as usize % batches.len()])?;
     }

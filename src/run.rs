@@ -198,22 +198,19 @@ pub fn evaluate_knn(cfg: &PipelineConfig, engine: &Engine) -> anyhow::Result<f64
     let size = knn_cfg.image_size.unwrap_or(cfg.augment.global_size);
     let embed = |x: &tch::Tensor| engine.teacher_features(x);
     let t = std::time::Instant::now();
-    let (train_f, train_l, s1) = knn::extract(
-        knn_cfg.train.open().context("opening [eval.knn.train]")?,
-        "eval.knn.train",
-        size,
-        knn_cfg.batch_size,
-        cfg.decode.max_pixels,
-        &embed,
-    )?;
-    let (test_f, test_l, s2) = knn::extract(
-        knn_cfg.test.open().context("opening [eval.knn.test]")?,
-        "eval.knn.test",
-        size,
-        knn_cfg.batch_size,
-        cfg.decode.max_pixels,
-        &embed,
-    )?;
+    let extract = |source: &crate::source::SourceConfig, key: &str| -> anyhow::Result<_> {
+        let opened = source.open().with_context(|| format!("opening [{key}]"))?;
+        Ok(knn::extract(
+            opened,
+            key,
+            size,
+            knn_cfg.batch_size,
+            cfg.decode.max_pixels,
+            &embed,
+        )?)
+    };
+    let (train_f, train_l, s1) = extract(&knn_cfg.train, "eval.knn.train")?;
+    let (test_f, test_l, s2) = extract(&knn_cfg.test, "eval.knn.test")?;
     let acc = knn::accuracy(
         &train_f,
         &train_l,

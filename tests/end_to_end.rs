@@ -137,24 +137,8 @@ fn a_resumed_run_reproduces_the_uninterrupted_losses_bit_for_bit() {
 fn metrics_are_served_while_running_and_ctrl_c_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let pipeline = tiny_pipeline(
-        dir.path(),
-        "type = \"synthetic\"\ncount = 4096\nwidth = 48\nheight = 48",
-        "",
-    );
-    let mut child = Command::new(bin())
-        .current_dir(dir.path())
-        .args([
-            "run",
-            pipeline.to_str().unwrap(),
-            "--no-progress",
-            "--set",
-            &format!("metrics.port={port}"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let pipeline = tiny_pipeline(dir.path(), ENDLESS_SYNTHETIC, "");
+    let mut child = spawn_run(dir.path(), &pipeline, port, Stdio::piped);
     let body = wait_for(Duration::from_secs(60), || {
         let b = http_get(port, "/metrics")?;
         (metric_value(&b, "dino_stream_train_steps_total")? >= 2.0).then_some(b)

@@ -80,7 +80,7 @@ fn write_case(dir: &Path, name: &str, m: &ModelConfig, t: &TrainConfig) {
     Tensor::write_safetensors(&e.state(), case.join("state_0.safetensors")).unwrap();
 
     let batches: Vec<_> = (0..STEPS)
-        .map(|s| common::random_batch(&aug, t.batch_size, 100 + s))
+        .map(|s| dino_stream::batch::Batch::random(&aug, t.batch_size, 100 + s))
         .collect();
     let mut io: Vec<(String, Tensor)> = Vec::new();
     for (s, b) in batches.iter().enumerate() {
@@ -207,7 +207,7 @@ fn export_case(dir: &Path, name: &str, m: &ModelConfig, aug: &AugmentConfig, n: 
         epochs: 1,
     };
     let mut e = Engine::new(m, &t, aug, plan, Device::Cpu).unwrap();
-    let b = common::random_batch(aug, 2, 5);
+    let b = dino_stream::batch::Batch::random(aug, 2, 5);
     e.step(&b).unwrap(); // teacher ≠ student init after a step
     let case = dir.join(name);
     std::fs::create_dir_all(&case).unwrap();

@@ -38,26 +38,8 @@ fn prometheus_scrapes_stage_and_trainer_metrics() {
         .expect("the prometheus binary (Debian package `prometheus`, installed by make)");
     let dir = tempfile::tempdir().unwrap();
     let (run_port, prom_port) = (free_port(), free_port());
-    let pipeline = tiny_pipeline(
-        dir.path(),
-        "type = \"synthetic\"\ncount = 4096\nwidth = 48\nheight = 48",
-        "",
-    );
-    let _run = Killed(
-        Command::new(bin())
-            .current_dir(dir.path())
-            .args([
-                "run",
-                pipeline.to_str().unwrap(),
-                "--no-progress",
-                "--set",
-                &format!("metrics.port={run_port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let pipeline = tiny_pipeline(dir.path(), ENDLESS_SYNTHETIC, "");
+    let _run = Killed(spawn_run(dir.path(), &pipeline, run_port, Stdio::null));
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,

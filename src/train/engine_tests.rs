@@ -49,22 +49,6 @@ pub(crate) fn tiny_train() -> TrainConfig {
     }
 }
 
-pub(crate) fn random_batch(aug: &AugmentConfig, size: usize, key: u64) -> Batch {
-    let mut r = Rng::keyed(&[key]);
-    let mut bytes = |n: usize| (0..n).map(|_| r.below(256) as u8).collect::<Vec<u8>>();
-    Batch {
-        size,
-        global_size: aug.global_size,
-        local_size: aug.local_size,
-        local_crops: aug.local_crops,
-        global: bytes(2 * size * aug.global_bytes()),
-        local: bytes(aug.local_crops * size * aug.local_bytes()),
-        labels: vec![None; size],
-        epoch: 0,
-        next: Default::default(),
-    }
-}
-
 fn engine(train: &TrainConfig) -> Engine {
     let plan = Plan {
         steps_per_epoch: 5,
@@ -79,7 +63,7 @@ fn steps_run_finite_and_report_schedules() {
     let mut e = engine(&train);
     let mut losses = Vec::new();
     for s in 0..6 {
-        let st = e.step(&random_batch(&tiny_augment(), 4, s)).unwrap();
+        let st = e.step(&Batch::random(&tiny_augment(), 4, s)).unwrap();
         assert_eq!(st.step, s);
         assert!(st.loss.is_finite());
         assert!(st.monitors.is_some());
@@ -104,7 +88,7 @@ fn loss_decreases_on_a_fixed_batch() {
         ..tiny_train()
     };
     let mut e = engine(&train);
-    let b = random_batch(&tiny_augment(), 4, 1);
+    let b = Batch::random(&tiny_augment(), 4, 1);
     let losses: Vec<f64> = (0..10).map(|_| e.step(&b).unwrap().loss).collect();
     eprintln!("{losses:?}");
     assert!(losses[9] < losses[0], "{losses:?}");
@@ -115,7 +99,7 @@ fn state_round_trip_gives_identical_next_steps() {
     let train = tiny_train();
     let mut a = engine(&train);
     for s in 0..3 {
-        a.step(&random_batch(&tiny_augment(), 4, s)).unwrap();
+        a.step(&Batch::random(&tiny_augment(), 4, s)).unwrap();
     }
     let saved = a.state();
     let step = a.global_step();
@@ -124,10 +108,10 @@ fn state_round_trip_gives_identical_next_steps() {
         seed: train.seed,
         ..tiny_train()
     });
-    b.step(&random_batch(&tiny_augment(), 4, 99)).unwrap();
+    b.step(&Batch::random(&tiny_augment(), 4, 99)).unwrap();
     b.load_state(saved, step).unwrap();
     for s in 3..7 {
-        let batch = random_batch(&tiny_augment(), 4, s);
+        let batch = Batch::random(&tiny_augment(), 4, s);
         let la = a.step(&batch).unwrap().loss;
         let lb = b.step(&batch).unwrap().loss;
         assert_eq!(la.to_bits(), lb.to_bits(), "step {s}: {la} vs {lb}");
@@ -141,7 +125,7 @@ fn state_round_trip_gives_identical_next_steps() {
 #[test]
 fn non_finite_loss_moves_nothing() {
     let mut e = engine(&tiny_train());
-    e.step(&random_batch(&tiny_augment(), 4, 0)).unwrap();
+    e.step(&Batch::random(&tiny_augment(), 4, 0)).unwrap();
     let mut state = e.state();
     for (k, t) in state.iter_mut() {
         if k == "student.head.mlp.0.weight" {
@@ -150,7 +134,7 @@ fn non_finite_loss_moves_nothing() {
     }
     e.load_state(state, 1).unwrap();
     let before = e.state();
-    let err = e.step(&random_batch(&tiny_augment(), 4, 1)).unwrap_err();
+    let err = e.step(&Batch::random(&tiny_augment(), 4, 1)).unwrap_err();
     assert!(
         matches!(err, EngineError::NonFinite { step: 1, .. }),
         "{err}"
@@ -181,7 +165,7 @@ fn teacher_starts_as_student_and_gets_no_grads() {
         assert!(s.tensor.equal(&t.tensor), "{}", s.name);
         assert!(!t.tensor.requires_grad());
     }
-    e.step(&random_batch(&tiny_augment(), 4, 0)).unwrap();
+    e.step(&Batch::random(&tiny_augment(), 4, 0)).unwrap();
     assert!(e
         .teacher()
         .params
@@ -193,7 +177,7 @@ fn teacher_starts_as_student_and_gets_no_grads() {
 #[test]
 fn teacher_features_shape() {
     let e = engine(&tiny_train());
-    let b = random_batch(&tiny_augment(), 3, 0);
+    let b = Batch::random(&tiny_augment(), 3, 0);
     let imgs = Tensor::from_slice(&b.global[..3 * 16 * 16 * 3]).reshape([3, 16, 16, 3]);
     let f = e.teacher_features(&imgs);
     assert_eq!(f.size(), vec![3, 32]);

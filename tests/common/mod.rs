@@ -8,10 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use dino_stream::augment::AugmentConfig;
-use dino_stream::batch::Batch;
-use dino_stream::rng::Rng;
-
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_dino-stream"))
 }
@@ -210,18 +206,27 @@ pub fn run_reference(script: &str, args: &[&Path]) -> String {
     text
 }
 
-pub fn random_batch(aug: &AugmentConfig, size: usize, key: u64) -> Batch {
-    let mut r = Rng::keyed(&[key]);
-    let mut bytes = |n: usize| (0..n).map(|_| r.below(256) as u8).collect::<Vec<u8>>();
-    Batch {
-        size,
-        global_size: aug.global_size,
-        local_size: aug.local_size,
-        local_crops: aug.local_crops,
-        global: bytes(2 * size * aug.global_bytes()),
-        local: bytes(aug.local_crops * size * aug.local_bytes()),
-        labels: vec![None; size],
-        epoch: 0,
-        next: Default::default(),
-    }
+/// Starts `run` of `pipeline` in `dir` with `/metrics` on `port`, until killed or stopped.
+pub fn spawn_run(
+    dir: &Path,
+    pipeline: &Path,
+    port: u16,
+    output: fn() -> std::process::Stdio,
+) -> std::process::Child {
+    Command::new(bin())
+        .current_dir(dir)
+        .args([
+            "run",
+            pipeline.to_str().unwrap(),
+            "--no-progress",
+            "--set",
+            &format!("metrics.port={port}"),
+        ])
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .expect("spawn dino-stream run")
 }
+
+/// A synthetic source large enough that a run outlives any test that watches it.
+pub const ENDLESS_SYNTHETIC: &str = "type = \"synthetic\"\ncount = 4096\nwidth = 48\nheight = 48";
