@@ -44,7 +44,7 @@ run: build
 	$(BIN) run pipelines/quickstart.toml
 
 test: build
-	cargo test --release -- --test-threads=2
+	cargo test --release --lib --bins --tests -- --test-threads=2
 
 lint: setup
 	cargo fmt --all -- --check
