@@ -39,23 +39,49 @@ fn every_dashboard_query_names_an_exported_metric() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.contains("${DS_"), "{}: uses an import input instead of a datasource variable", path.display());
+        assert!(
+            !text.contains("${DS_"),
+            "{}: uses an import input instead of a datasource variable",
+            path.display()
+        );
         let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
         let vars = dash["templating"]["list"].as_array().unwrap();
-        assert!(vars.iter().any(|v| v["type"] == "datasource" && v["name"] == "datasource"), "{}", path.display());
+        assert!(
+            vars.iter()
+                .any(|v| v["type"] == "datasource" && v["name"] == "datasource"),
+            "{}",
+            path.display()
+        );
         for panel in dash["panels"].as_array().unwrap() {
-            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}: {}", path.display(), panel["title"]);
+            assert_eq!(
+                panel["datasource"]["uid"],
+                "${datasource}",
+                "{}: {}",
+                path.display(),
+                panel["title"]
+            );
             for target in panel["targets"].as_array().unwrap() {
                 let expr = target["expr"].as_str().unwrap();
                 let mut found = false;
                 for (i, _) in expr.match_indices("dino_stream_") {
-                    let name: String =
-                        expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-                    assert!(exported.contains(&name), "{}: panel {}: unknown metric {name}", path.display(), panel["title"]);
+                    let name: String = expr[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    assert!(
+                        exported.contains(&name),
+                        "{}: panel {}: unknown metric {name}",
+                        path.display(),
+                        panel["title"]
+                    );
                     found = true;
                     checked += 1;
                 }
-                assert!(found, "{}: query without a dino_stream metric: {expr}", path.display());
+                assert!(
+                    found,
+                    "{}: query without a dino_stream metric: {expr}",
+                    path.display()
+                );
             }
         }
     }

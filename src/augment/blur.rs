@@ -8,7 +8,7 @@
 //! Both passes run over contiguous float rows so they auto-vectorise; the scratch rows live in
 //! the [`GaussianBlur`] value and are reused.
 
-use super::simd::{avx2_dispatch, round_even_pos};
+use super::simd::{avx2_dispatch, round_even_pos, to_i32};
 
 /// Kernel size used for a sigma: `2 * ceil(3 * sigma) + 1` (odd, covers ±3σ).
 pub fn blur_kernel_size(sigma: f64) -> usize {
@@ -151,7 +151,7 @@ fn blur_impl(
         // torch.round (half to even), then the cast; sums of a normalised kernel over
         // 0..=255 stay in 0..=255 up to float error, which the clamp absorbs.
         for (d, &a) in dst.iter_mut().zip(acc.iter()) {
-            *d = round_even_pos(a.clamp(0.0, 255.0)) as u8;
+            *d = to_i32(round_even_pos(a.clamp(0.0, 255.0))) as u8;
         }
     }
 }
