@@ -12,7 +12,7 @@
 //! contrast takes two passes: the ops before it (summing grey levels on the way), then the
 //! rest. Solarize, a per-value table, stays separate.
 
-use super::simd::{avx2_dispatch, to_i32, trunc_pos, Planes, BLOCK};
+use super::simd::{avx2_dispatch, fmax, fmin, to_i32, trunc_pos, Planes, BLOCK};
 use super::AugmentConfig;
 use crate::rng::Rng;
 
@@ -32,7 +32,7 @@ fn luma_f(r: f32, g: f32, b: f32) -> f32 {
 /// clamped; the caller's truncation is torch's float -> uint8 cast.
 #[inline(always)]
 fn blend(x: f32, other: f32, ratio: f32, one_minus: f32) -> f32 {
-    (ratio * x + one_minus * other).clamp(0.0, 255.0)
+    fmin(fmax(ratio * x + one_minus * other, 0.0), 255.0)
 }
 
 /// `convert_image_dtype(float -> uint8)` multiplies [0, 1] values by 255.999 before the
@@ -266,12 +266,12 @@ fn apply_block(p: &mut Planes, op: &PixelOp, mean: f32) {
 /// torchvision's float32 chain only where that chain's rounding error (~2e-4 levels)
 /// straddles a truncation boundary of the middle channel (~1e-4 of values); those pixels
 /// (within 2e-3 of a boundary, well under 1%) are flagged. Checked exhaustively over all
-/// 2^24 colours against `hue_torchvision` for several shifts: identical. Branch-free so
+/// 2^24 colours against `hue_torchvision` for eleven shifts: identical. Branch-free so
 /// that a block vectorises.
 #[inline(always)]
 fn hue_pixel(r: f32, g: f32, b: f32, sectors: f32) -> (f32, f32, f32, bool) {
-    let maxc = r.max(g).max(b);
-    let minc = r.min(g).min(b);
+    let maxc = fmax(fmax(r, g), b);
+    let minc = fmin(fmin(r, g), b);
     let c = maxc - minc;
     let six = 6.0 * c;
     // torchvision's masks give red priority over green over blue on ties.
@@ -285,51 +285,26 @@ fn hue_pixel(r: f32, g: f32, b: f32, sectors: f32) -> (f32, f32, f32, bool) {
     let h = if h < 0.0 { h + six } else { h };
     let h = h + c * sectors;
     let h = if h >= six { h - six } else { h };
-    // Sector and position in it; a sector off by one at a boundary gives the same colour
-    // (HSV is continuous there), so an approximate division would do as well.
-    let sector = trunc_pos(h / c.max(1.0)).min(5.0);
-    let cf = (h - sector * c).max(0.0).min(c);
-    let (v, p) = (maxc, minc);
-    let q = maxc - cf;
-    let t = minc + cf;
-    let i = sector;
-    // Sector table: 0 (v,t,p) 1 (q,v,p) 2 (p,v,t) 3 (p,q,v) 4 (t,p,v) 5 (v,p,q).
-    let ro = if i == 0.0 || i == 5.0 {
-        v
-    } else if i == 1.0 {
-        q
-    } else if i == 4.0 {
-        t
-    } else {
-        p
+    // Position in sectors, 0..6. Each channel then follows HSV's piecewise-linear profile,
+    // v - c·clamp(min(k, 4 - k), 0, 1) with k = (n + pos) mod 6 and n = 5, 3, 1 for r, g, b:
+    // the same values as the sector table, with min/max instead of selects. A position off
+    // by a rounding at a sector boundary gives the same colour (the profile is continuous).
+    let pos = h / fmax(c, 1.0);
+    let channel = |n: f32| {
+        let k = n + pos;
+        let k = if k >= 6.0 { k - 6.0 } else { k };
+        let m = fmin(fmax(fmin(k, 4.0 - k), 0.0), 1.0);
+        (maxc - c * m) * TO_U8_SCALE
     };
-    let go = if i == 1.0 || i == 2.0 {
-        v
-    } else if i == 0.0 {
-        t
-    } else if i == 3.0 {
-        q
-    } else {
-        p
-    };
-    let bo = if i == 3.0 || i == 4.0 {
-        v
-    } else if i == 2.0 {
-        t
-    } else if i == 5.0 {
-        q
-    } else {
-        p
-    };
-    let odd = i == 1.0 || i == 3.0 || i == 5.0;
-    let mid = if odd { q } else { t } * TO_U8_SCALE;
+    let (ro, go, bo) = (channel(5.0), channel(3.0), channel(1.0));
+    // The middle channel is `max - c·f` (odd sectors) or `min + c·f` (even ones); only it can
+    // sit at a truncation boundary (max and min come out exact).
+    let sector = fmin(trunc_pos(pos), 5.0);
+    let cf = fmin(fmax(h - sector * c, 0.0), c);
+    let odd = sector - 2.0 * trunc_pos(sector * 0.5) == 1.0;
+    let mid = if odd { maxc - cf } else { minc + cf } * TO_U8_SCALE;
     let near = (mid - trunc_pos(mid + 0.5)).abs() < 2e-3;
-    (
-        trunc_pos(ro * TO_U8_SCALE),
-        trunc_pos(go * TO_U8_SCALE),
-        trunc_pos(bo * TO_U8_SCALE),
-        near,
-    )
+    (trunc_pos(ro), trunc_pos(go), trunc_pos(bo), near)
 }
 
 /// torchvision `_rgb2hsv`, hue shift and `_hsv2rgb` for one pixel given as 0..=255 floats,

@@ -104,14 +104,36 @@ impl Planes {
 /// `x as i32` (truncation) for finite `x` in i32 range, as one vector convert instruction.
 ///
 /// Rust's `as` casts saturate and map NaN to 0, which LLVM scalarises (a compare and two
-/// `cmov`s per value), and that was most of the cost of the colour kernels. Clamping with
-/// `max`/`min` first (which also send NaN to a bound) makes the unchecked conversion always
-/// defined, and both compile to packed instructions.
+/// `cmov`s per value), and that was most of the cost of the colour kernels. Clamping first
+/// with compare-and-select (one `maxps`/`minps` each; a NaN fails the compare and becomes the
+/// bound) makes the unchecked conversion always defined.
 #[inline(always)]
 pub(crate) fn to_i32(x: f32) -> i32 {
-    let x = x.max(-2.0e9).min(2.0e9);
+    let x = fmax(x, -2.0e9);
+    let x = fmin(x, 2.0e9);
     // SAFETY: x is finite (NaN went to a bound) and within i32's range.
     unsafe { x.to_int_unchecked::<i32>() }
+}
+
+/// `max` as one `maxps`: the larger of `a` and `b`, or `b` when either is NaN (`f32::max`
+/// costs a NaN check and a blend on top).
+#[inline(always)]
+pub(crate) fn fmax(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// `min` as one `minps`: the smaller of `a` and `b`, or `b` when either is NaN.
+#[inline(always)]
+pub(crate) fn fmin(a: f32, b: f32) -> f32 {
+    if a < b {
+        a
+    } else {
+        b
+    }
 }
 
 /// `trunc` for floats in the i32 range, as vector converts (SSE2's `trunc` is a libm call).
