@@ -1,13 +1,16 @@
-//! Throughput of the image side: decode, resize, colour jitter, blur and the whole DINO
-//! multi-crop, in images per second on one core.
+//! Throughput of the image side: decode, resize, each photometric op, blur and the whole DINO
+//! multi-crop, in images per second on one core. Per-op figures are per 224×224 view (the
+//! op alone, after a 150 KB copy that restores the input); `multicrop` is 2×224 + 8×96 views
+//! of one 500×375 image. Compare with tests/reference/bench_pil_recipe.py.
 //!
 //! Inputs are procedural (smooth gradients, hard edges and noise, JPEG-encoded in setup) so the
 //! bench needs no network or data files.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use dino_stream::augment::{
-    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, resized_crop,
-    solarize, AugmentConfig, CropRect, GaussianBlur, JitterOp, JitterParams, MultiCrop, Resampler,
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, hflip,
+    resized_crop, solarize, AugmentConfig, CropRect, GaussianBlur, JitterOp, JitterParams,
+    MultiCrop, Resampler,
 };
 use dino_stream::decode::decode_image;
 use dino_stream::frame::Frame;
@@ -111,7 +114,8 @@ fn bench(c: &mut Criterion) {
         })
     });
     type Op = fn(&mut [u8]);
-    let ops: [(&str, Op); 6] = [
+    let ops: [(&str, Op); 7] = [
+        ("hflip", |b| hflip(b, 224)),
         ("brightness", |b| adjust_brightness(b, 1.2)),
         ("contrast", |b| adjust_contrast(b, 0.8)),
         ("saturation", |b| adjust_saturation(b, 1.1)),
@@ -128,7 +132,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     let mut blur = GaussianBlur::new();
-    for sigma in [0.5, 2.0] {
+    for sigma in [0.5, 1.0, 2.0] {
         g.bench_function(format!("blur_224_sigma{sigma}"), |b| {
             b.iter(|| {
                 buf.copy_from_slice(&view224);

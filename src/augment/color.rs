@@ -3,11 +3,16 @@
 //! Each op reproduces torchvision's tensor kernels on uint8 images
 //! (`torchvision.transforms.functional`), including their float32 arithmetic and their
 //! truncating casts back to uint8, so a reference test can demand agreement to one level.
-//! Ops that are per-channel affine maps (brightness, contrast, solarize) are 256-entry
-//! lookup tables; the per-pixel ones (saturation, hue, grayscale) are straight loops over
-//! `chunks_exact(3)` with no allocation.
+//!
+//! Speed comes from running a whole chain of per-pixel ops (a view's jitter in its random
+//! order, then grayscale) in one pass over the pixels instead of one pass per op: a block of
+//! pixels is deinterleaved into float planes once, every op runs on the block with the
+//! uint8 truncation torchvision applies between ops, and the block is stored once. Contrast
+//! needs the mean grey level of the image as it stands when contrast runs, so a chain with
+//! contrast takes two passes: the ops before it (summing grey levels on the way), then the
+//! rest. Solarize, a per-value table, stays separate.
 
-use super::simd::{avx2_dispatch, floor_fast, trunc_pos, Planes, BLOCK};
+use super::simd::{avx2_dispatch, fmax, fmin, to_i32, trunc_pos, Planes, BLOCK};
 use super::AugmentConfig;
 use crate::rng::Rng;
 
@@ -24,122 +29,289 @@ fn luma_f(r: f32, g: f32, b: f32) -> f32 {
 }
 
 /// torchvision `_blend(img, other, ratio)` for one value: `ratio*x + (1-ratio)*other`,
-/// clamped; the caller's u8 cast truncates as torch's float -> uint8 cast does.
+/// clamped; the caller's truncation is torch's float -> uint8 cast.
 #[inline(always)]
 fn blend(x: f32, other: f32, ratio: f32, one_minus: f32) -> f32 {
-    (ratio * x + one_minus * other).clamp(0.0, 255.0)
+    fmin(fmax(ratio * x + one_minus * other, 0.0), 255.0)
 }
 
-fn apply_lut(buf: &mut [u8], lut: &[u8; 256]) {
-    for v in buf.iter_mut() {
-        *v = lut[*v as usize];
+/// `convert_image_dtype(float -> uint8)` multiplies [0, 1] values by 255.999 before the
+/// truncating cast; on values kept in levels (0..=255) that is a factor of 255.999 / 255.
+const TO_U8_SCALE: f32 = 255.999 / 255.0;
+
+/// One per-pixel photometric op with its parameters, for [`apply_ops`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PixelOp {
+    /// torchvision `adjust_brightness`: blend with black.
+    Brightness { ratio: f32, one_minus: f32 },
+    /// torchvision `adjust_contrast`: blend with the mean (truncated) grey level of the image
+    /// as it stands when the op runs; [`apply_ops`] measures that mean.
+    Contrast { ratio: f32, one_minus: f32 },
+    /// torchvision `adjust_saturation`: blend each pixel with its own truncated grey level.
+    Saturation { ratio: f32, one_minus: f32 },
+    /// torchvision `adjust_hue` by `shift` turns; `sectors` is `6 · (shift mod 1)`.
+    Hue { shift: f32, sectors: f32 },
+    /// torchvision `rgb_to_grayscale(img, 3)`.
+    Grayscale,
+}
+
+impl PixelOp {
+    pub fn brightness(factor: f64) -> Self {
+        let (ratio, one_minus) = blend_factors(factor);
+        PixelOp::Brightness { ratio, one_minus }
+    }
+
+    pub fn contrast(factor: f64) -> Self {
+        let (ratio, one_minus) = blend_factors(factor);
+        PixelOp::Contrast { ratio, one_minus }
+    }
+
+    pub fn saturation(factor: f64) -> Self {
+        let (ratio, one_minus) = blend_factors(factor);
+        PixelOp::Saturation { ratio, one_minus }
+    }
+
+    /// A hue rotation by `hue_factor` turns (torchvision takes -0.5..=0.5; any value works).
+    pub fn hue(hue_factor: f64) -> Self {
+        let turns = hue_factor - hue_factor.floor();
+        PixelOp::Hue {
+            shift: hue_factor as f32,
+            sectors: (6.0 * turns) as f32,
+        }
     }
 }
 
-fn affine_lut(ratio: f64, other: f32) -> [u8; 256] {
-    let (r, om) = (ratio as f32, (1.0 - ratio) as f32);
-    std::array::from_fn(|x| blend(x as f32, other, r, om) as u8)
+fn blend_factors(factor: f64) -> (f32, f32) {
+    (factor as f32, (1.0 - factor) as f32)
 }
 
-/// torchvision `adjust_brightness`: blend with black.
-pub fn adjust_brightness(buf: &mut [u8], factor: f64) {
-    apply_lut(buf, &affine_lut(factor, 0.0));
+/// A short list of ops without allocating (a view has at most four jitter ops + grayscale).
+#[derive(Debug, Clone, Copy)]
+pub struct OpList {
+    ops: [PixelOp; 6],
+    len: usize,
 }
 
-/// torchvision `adjust_contrast`: blend with the mean of the (truncated) grey image.
-pub fn adjust_contrast(buf: &mut [u8], factor: f64) {
+impl Default for OpList {
+    fn default() -> Self {
+        OpList {
+            ops: [PixelOp::Grayscale; 6],
+            len: 0,
+        }
+    }
+}
+
+impl OpList {
+    /// Appends `op`; panics past six ops (no recipe has more).
+    pub fn push(&mut self, op: PixelOp) {
+        self.ops[self.len] = op;
+        self.len += 1;
+    }
+
+    pub fn as_slice(&self) -> &[PixelOp] {
+        &self.ops[..self.len]
+    }
+}
+
+/// Applies `ops` in order to packed RGB8 `buf`, truncating to u8 after each op as
+/// torchvision does, in one pass per contrast op plus one (see the module doc).
+///
+/// Per-value ops (brightness, contrast with its mean) also cover a trailing partial pixel.
+pub fn apply_ops(buf: &mut [u8], ops: &[PixelOp]) {
     let pixels = buf.len() / 3;
-    if pixels == 0 {
+    if buf.is_empty() || ops.is_empty() {
         return;
     }
-    let mean = (luma_sum(buf) as f64 / pixels as f64) as f32;
-    apply_lut(buf, &affine_lut(factor, mean));
+    let is_contrast = |o: &PixelOp| matches!(o, PixelOp::Contrast { .. });
+    // Segments start at 0 and at every contrast op; a pass also sums the grey levels after
+    // its segment when the next segment starts with contrast.
+    let mut mean = 0.0f32;
+    if is_contrast(&ops[0]) {
+        // The chain opens with contrast: its mean is that of the input (a read-only pass).
+        mean = mean_of(chain_pass(buf, &[], 0.0, true), pixels);
+    }
+    let mut start = 0;
+    loop {
+        let end = ops[start + 1..]
+            .iter()
+            .position(is_contrast)
+            .map_or(ops.len(), |p| start + 1 + p);
+        let want_sum = end < ops.len();
+        let sum = chain_pass(buf, &ops[start..end], mean, want_sum);
+        if !want_sum {
+            return;
+        }
+        mean = mean_of(sum, pixels);
+        start = end;
+    }
 }
 
+/// torchvision's `mean` of the truncated grey image, as the f32 it blends with.
+fn mean_of(sum: u64, pixels: usize) -> f32 {
+    (sum as f64 / pixels.max(1) as f64) as f32
+}
+
+avx2_dispatch!(
+    /// One pass: `ops` on every block (a contrast op blends with `mean`), stored back when
+    /// there are ops; returns the sum of the truncated grey levels after them when
+    /// `want_sum`.
+    fn chain_pass(buf: &mut [u8], ops: &[PixelOp], mean: f32, want_sum: bool) -> u64 => chain_pass_impl
+);
+
 #[inline(always)]
-fn luma_sum_impl(buf: &[u8]) -> u64 {
+fn chain_pass_impl(buf: &mut [u8], ops: &[PixelOp], mean: f32, want_sum: bool) -> u64 {
     let mut planes = Planes::new();
     let mut total = 0u64;
-    for px in buf.chunks(BLOCK * 3) {
+    for px in buf.chunks_mut(BLOCK * 3) {
         planes.load(px);
-        let n = px.len() / 3;
-        // Exact in f32: at most BLOCK * 255 < 2^24.
-        let mut sum = 0.0f32;
-        for i in 0..n {
-            sum += trunc_pos(luma_f(planes.r[i], planes.g[i], planes.b[i]));
+        for op in ops {
+            apply_block(&mut planes, op, mean);
         }
-        total += sum as u64;
+        if want_sum {
+            total += luma_block_sum(&planes, px.len() / 3);
+        }
+        if !ops.is_empty() {
+            planes.store(px);
+        }
     }
     total
 }
 
-avx2_dispatch!(
-    /// Sum of the truncated grey levels of all pixels.
-    fn luma_sum(buf: &[u8]) -> u64 => luma_sum_impl
-);
-
+/// Sum of the truncated grey levels of the first `n` pixels of a block (integers, so the
+/// sum vectorises; a float sum would be one serial chain of adds).
 #[inline(always)]
-fn saturation_impl(buf: &mut [u8], ratio: f32, one_minus: f32) {
-    let mut planes = Planes::new();
-    for px in buf.chunks_mut(BLOCK * 3) {
-        planes.load(px);
-        for i in 0..BLOCK {
-            let (r, g, b) = (planes.r[i], planes.g[i], planes.b[i]);
-            let grey = trunc_pos(luma_f(r, g, b));
-            planes.r[i] = blend(r, grey, ratio, one_minus);
-            planes.g[i] = blend(g, grey, ratio, one_minus);
-            planes.b[i] = blend(b, grey, ratio, one_minus);
+#[allow(clippy::needless_range_loop)]
+fn luma_block_sum(p: &Planes, n: usize) -> u64 {
+    let mut grey = [0u32; BLOCK];
+    for i in 0..BLOCK {
+        grey[i] = to_i32(luma_f(p.r[i], p.g[i], p.b[i])) as u32;
+    }
+    grey[..n].iter().map(|&g| g as u64).sum()
+}
+
+/// One op over one block; every result is truncated to an integer level, as the uint8
+/// tensor torchvision hands to the next op.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn apply_block(p: &mut Planes, op: &PixelOp, mean: f32) {
+    match *op {
+        PixelOp::Brightness { ratio, one_minus } => {
+            for plane in [&mut p.r, &mut p.g, &mut p.b] {
+                for v in plane.iter_mut() {
+                    *v = trunc_pos(blend(*v, 0.0, ratio, one_minus));
+                }
+            }
         }
-        planes.store(px);
+        PixelOp::Contrast { ratio, one_minus } => {
+            for plane in [&mut p.r, &mut p.g, &mut p.b] {
+                for v in plane.iter_mut() {
+                    *v = trunc_pos(blend(*v, mean, ratio, one_minus));
+                }
+            }
+        }
+        PixelOp::Saturation { ratio, one_minus } => {
+            for i in 0..BLOCK {
+                let (r, g, b) = (p.r[i], p.g[i], p.b[i]);
+                let grey = trunc_pos(luma_f(r, g, b));
+                p.r[i] = trunc_pos(blend(r, grey, ratio, one_minus));
+                p.g[i] = trunc_pos(blend(g, grey, ratio, one_minus));
+                p.b[i] = trunc_pos(blend(b, grey, ratio, one_minus));
+            }
+        }
+        PixelOp::Hue { shift, sectors } => {
+            let input = (p.r, p.g, p.b);
+            let mut near = [0u32; BLOCK];
+            for i in 0..BLOCK {
+                let (r, g, b, n) = hue_pixel(p.r[i], p.g[i], p.b[i], sectors);
+                p.r[i] = r;
+                p.g[i] = g;
+                p.b[i] = b;
+                near[i] = n as u32;
+            }
+            // The few pixels whose middle channel lies at a truncation boundary take
+            // torchvision's own float32 chain, so that its rounding decides them.
+            if near.iter().sum::<u32>() > 0 {
+                for i in 0..BLOCK {
+                    if near[i] != 0 {
+                        let (r, g, b) = hue_torchvision(input.0[i], input.1[i], input.2[i], shift);
+                        p.r[i] = r;
+                        p.g[i] = g;
+                        p.b[i] = b;
+                    }
+                }
+            }
+        }
+        PixelOp::Grayscale => {
+            for i in 0..BLOCK {
+                let grey = trunc_pos(luma_f(p.r[i], p.g[i], p.b[i]));
+                p.r[i] = grey;
+                p.g[i] = grey;
+                p.b[i] = grey;
+            }
+        }
     }
 }
 
-avx2_dispatch!(fn saturation_kernel(buf: &mut [u8], ratio: f32, one_minus: f32) => saturation_impl);
-
-/// torchvision `adjust_saturation`: blend each pixel with its own (truncated) grey level.
-pub fn adjust_saturation(buf: &mut [u8], factor: f64) {
-    saturation_kernel(buf, factor as f32, (1.0 - factor) as f32);
-}
-
-#[inline(always)]
-fn grayscale_impl(buf: &mut [u8]) {
-    let mut planes = Planes::new();
-    for px in buf.chunks_mut(BLOCK * 3) {
-        planes.load(px);
-        for i in 0..BLOCK {
-            let grey = luma_f(planes.r[i], planes.g[i], planes.b[i]);
-            planes.r[i] = grey;
-            planes.g[i] = grey;
-            planes.b[i] = grey;
-        }
-        planes.store(px);
-    }
-}
-
-avx2_dispatch!(
-    /// torchvision `rgb_to_grayscale(img, 3)`: 601-2 luma, truncated, written to all channels.
-    pub fn grayscale(buf: &mut [u8]) => grayscale_impl
-);
-
-/// torchvision `solarize`: invert every value `>= threshold` (DINO uses 128).
-pub fn solarize(buf: &mut [u8], threshold: u8) {
-    let lut: [u8; 256] = std::array::from_fn(|x| {
-        if x as u8 >= threshold {
-            255 - x as u8
-        } else {
-            x as u8
-        }
-    });
-    apply_lut(buf, &lut);
-}
-
-/// torchvision `_rgb2hsv`, hue shift and `_hsv2rgb` for one pixel given as 0..=255 floats;
-/// returns the channels scaled by 255.999 (`convert_image_dtype`), to be truncated.
+/// torchvision's `_rgb2hsv`, hue shift and `_hsv2rgb` for one pixel of integer levels,
+/// truncated back to levels; `sectors` is the shift in sixths of a turn, in `0..6`. The
+/// flag says the result may differ from torchvision's and must come from
+/// [`hue_torchvision`].
 ///
-/// Branch-free (every candidate computed, then selected) so that a block of pixels
-/// vectorises; the float operations and their order are torchvision's, so results match it.
+/// torchvision divides its way to a hue in turns and multiplies back. In exact arithmetic
+/// the value channel is `max`, the `p` channel is `min`, and the remaining channel is
+/// `max - c·f` or `min + c·f`, where `c = max - min` and `f` is the fractional position in
+/// the new hue sector. Kept in units of `c`, the hue is a small integer (`g - b`,
+/// `2c + b - r` or `4c + r - g`), so the shift is one multiply-add and the only division
+/// finds the sector, where torchvision's chain takes seven. The result can differ from
+/// torchvision's float32 chain only where that chain's rounding error (~2e-4 levels)
+/// straddles a truncation boundary of the middle channel (~1e-4 of values); those pixels
+/// (within 2e-3 of a boundary, well under 1%) are flagged. Checked exhaustively over all
+/// 2^24 colours against `hue_torchvision` for eleven shifts: identical. Branch-free so
+/// that a block vectorises.
 #[inline(always)]
-fn hue_pixel(r: f32, g: f32, b: f32, shift: f32) -> (f32, f32, f32) {
+fn hue_pixel(r: f32, g: f32, b: f32, sectors: f32) -> (f32, f32, f32, bool) {
+    let maxc = fmax(fmax(r, g), b);
+    let minc = fmin(fmin(r, g), b);
+    let c = maxc - minc;
+    let six = 6.0 * c;
+    // torchvision's masks give red priority over green over blue on ties.
+    let h = if maxc == r {
+        g - b
+    } else if maxc == g {
+        2.0 * c + b - r
+    } else {
+        4.0 * c + r - g
+    };
+    let h = if h < 0.0 { h + six } else { h };
+    let h = h + c * sectors;
+    let h = if h >= six { h - six } else { h };
+    // Position in sectors, 0..6. Each channel then follows HSV's piecewise-linear profile,
+    // v - c·clamp(min(k, 4 - k), 0, 1) with k = (n + pos) mod 6 and n = 5, 3, 1 for r, g, b:
+    // the same values as the sector table, with min/max instead of selects. A position off
+    // by a rounding at a sector boundary gives the same colour (the profile is continuous).
+    let pos = h / fmax(c, 1.0);
+    let channel = |n: f32| {
+        let k = n + pos;
+        let k = if k >= 6.0 { k - 6.0 } else { k };
+        let m = fmin(fmax(fmin(k, 4.0 - k), 0.0), 1.0);
+        (maxc - c * m) * TO_U8_SCALE
+    };
+    let (ro, go, bo) = (channel(5.0), channel(3.0), channel(1.0));
+    // The middle channel is `max - c·f` (odd sectors) or `min + c·f` (even ones); only it can
+    // sit at a truncation boundary (max and min come out exact).
+    let sector = fmin(trunc_pos(pos), 5.0);
+    let cf = fmin(fmax(h - sector * c, 0.0), c);
+    let odd = sector - 2.0 * trunc_pos(sector * 0.5) == 1.0;
+    let mid = if odd { maxc - cf } else { minc + cf } * TO_U8_SCALE;
+    let near = (mid - trunc_pos(mid + 0.5)).abs() < 2e-3;
+    (trunc_pos(ro), trunc_pos(go), trunc_pos(bo), near)
+}
+
+/// torchvision `_rgb2hsv`, hue shift and `_hsv2rgb` for one pixel given as 0..=255 floats,
+/// with torchvision's float32 operations in its order, truncated back to levels
+/// (`convert_image_dtype`'s `x * 255.999`). The slow, exact path for flagged pixels.
+#[inline(never)]
+fn hue_torchvision(r: f32, g: f32, b: f32, shift: f32) -> (f32, f32, f32) {
     let (r, g, b) = (r / 255.0, g / 255.0, b / 255.0);
     let maxc = r.max(g).max(b);
     let minc = r.min(g).min(b);
@@ -150,84 +322,81 @@ fn hue_pixel(r: f32, g: f32, b: f32, shift: f32) -> (f32, f32, f32) {
     let rc = (maxc - r) / crd;
     let gc = (maxc - g) / crd;
     let bc = (maxc - b) / crd;
-    let hr = bc - gc;
-    let hg = 2.0 + rc - bc;
-    let hb = 4.0 + gc - rc;
     let h = if maxc == r {
-        hr
+        bc - gc
     } else if maxc == g {
-        hg
+        2.0 + rc - bc
     } else {
-        hb
+        4.0 + gc - rc
     };
-    // torch.fmod(h / 6 + 1, 1): the argument is positive, so fmod is x - trunc(x).
+    // torch.fmod(h / 6 + 1, 1) (positive argument), then the Python-style `% 1.0`.
     let x = h / 6.0 + 1.0;
-    let h = x - trunc_pos(x);
-    // (h + shift) % 1.0, Python/torch remainder: sign of the divisor.
+    let h = x - x.trunc();
     let y = h + shift;
-    let h = y - floor_fast(y);
-    // _hsv2rgb
+    let h = y - y.floor();
     let h6 = h * 6.0;
-    let i = trunc_pos(h6);
+    let i = h6.trunc();
     let f = h6 - i;
     let v = maxc;
     let p = (v * (1.0 - s)).clamp(0.0, 1.0);
     let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
     let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
-    let i = if i >= 6.0 { i - 6.0 } else { i };
-    // Sector table: 0 (v,t,p) 1 (q,v,p) 2 (p,v,t) 3 (p,q,v) 4 (t,p,v) 5 (v,p,q).
-    let ro = if i == 0.0 || i == 5.0 {
-        v
-    } else if i == 1.0 {
-        q
-    } else if i == 4.0 {
-        t
-    } else {
-        p
+    let (ro, go, bo) = match i as i32 % 6 {
+        0 => (v, t, p),
+        1 => (q, v, p),
+        2 => (p, v, t),
+        3 => (p, q, v),
+        4 => (t, p, v),
+        _ => (v, p, q),
     };
-    let go = if i == 1.0 || i == 2.0 {
-        v
-    } else if i == 0.0 {
-        t
-    } else if i == 3.0 {
-        q
-    } else {
-        p
-    };
-    let bo = if i == 3.0 || i == 4.0 {
-        v
-    } else if i == 2.0 {
-        t
-    } else if i == 5.0 {
-        q
-    } else {
-        p
-    };
-    (ro * 255.999, go * 255.999, bo * 255.999)
+    (
+        (ro * 255.999).trunc(),
+        (go * 255.999).trunc(),
+        (bo * 255.999).trunc(),
+    )
 }
 
-#[inline(always)]
-fn hue_impl(buf: &mut [u8], shift: f32) {
-    let mut planes = Planes::new();
-    for px in buf.chunks_mut(BLOCK * 3) {
-        planes.load(px);
-        for i in 0..BLOCK {
-            let (r, g, b) = hue_pixel(planes.r[i], planes.g[i], planes.b[i], shift);
-            planes.r[i] = r;
-            planes.g[i] = g;
-            planes.b[i] = b;
-        }
-        planes.store(px);
+/// torchvision `adjust_brightness`: blend with black.
+pub fn adjust_brightness(buf: &mut [u8], factor: f64) {
+    apply_ops(buf, &[PixelOp::brightness(factor)]);
+}
+
+/// torchvision `adjust_contrast`: blend with the mean of the (truncated) grey image.
+pub fn adjust_contrast(buf: &mut [u8], factor: f64) {
+    if buf.len() < 3 {
+        return; // no pixel, no mean
     }
+    apply_ops(buf, &[PixelOp::contrast(factor)]);
 }
 
-avx2_dispatch!(fn hue_kernel(buf: &mut [u8], shift: f32) => hue_impl);
+/// torchvision `adjust_saturation`: blend each pixel with its own (truncated) grey level.
+pub fn adjust_saturation(buf: &mut [u8], factor: f64) {
+    apply_ops(buf, &[PixelOp::saturation(factor)]);
+}
 
-/// torchvision `adjust_hue`: rotate the hue by `hue_factor` turns in HSV space, using the
-/// float32 `_rgb2hsv` / `_hsv2rgb` formulas and `convert_image_dtype`'s `x * 255.999`
-/// truncation back to uint8.
+/// torchvision `adjust_hue`: rotate the hue by `hue_factor` turns in HSV space, truncating
+/// back to uint8 as `convert_image_dtype` does (see [`PixelOp::Hue`]).
 pub fn adjust_hue(buf: &mut [u8], hue_factor: f64) {
-    hue_kernel(buf, hue_factor as f32);
+    apply_ops(buf, &[PixelOp::hue(hue_factor)]);
+}
+
+/// torchvision `rgb_to_grayscale(img, 3)`: 601-2 luma, truncated, written to all channels.
+pub fn grayscale(buf: &mut [u8]) {
+    apply_ops(buf, &[PixelOp::Grayscale]);
+}
+
+/// torchvision `solarize`: invert every value `>= threshold` (DINO uses 128).
+pub fn solarize(buf: &mut [u8], threshold: u8) {
+    let lut: [u8; 256] = std::array::from_fn(|x| {
+        if x as u8 >= threshold {
+            255 - x as u8
+        } else {
+            x as u8
+        }
+    });
+    for v in buf.iter_mut() {
+        *v = lut[*v as usize];
+    }
 }
 
 /// One colour-jitter op, for the per-application random order.
@@ -282,13 +451,23 @@ impl JitterParams {
 
     /// Applies the enabled ops in `order`.
     pub fn apply(&self, buf: &mut [u8]) {
+        let mut ops = OpList::default();
+        self.push_ops(&mut ops);
+        apply_ops(buf, ops.as_slice());
+    }
+
+    /// Appends the enabled ops in `order`, for a fused pass with what follows them.
+    pub fn push_ops(&self, ops: &mut OpList) {
         for op in self.order {
-            match op {
-                JitterOp::Brightness => self.brightness.map(|f| adjust_brightness(buf, f)),
-                JitterOp::Contrast => self.contrast.map(|f| adjust_contrast(buf, f)),
-                JitterOp::Saturation => self.saturation.map(|f| adjust_saturation(buf, f)),
-                JitterOp::Hue => self.hue.map(|f| adjust_hue(buf, f)),
+            let pixel_op = match op {
+                JitterOp::Brightness => self.brightness.map(PixelOp::brightness),
+                JitterOp::Contrast => self.contrast.map(PixelOp::contrast),
+                JitterOp::Saturation => self.saturation.map(PixelOp::saturation),
+                JitterOp::Hue => self.hue.map(PixelOp::hue),
             };
+            if let Some(p) = pixel_op {
+                ops.push(p);
+            }
         }
     }
 }
@@ -334,6 +513,49 @@ mod tests {
         let mut grey = vec![77, 77, 77];
         adjust_hue(&mut grey, 0.3);
         assert_eq!(grey, vec![77, 77, 77]);
+    }
+
+    #[test]
+    fn fast_hue_equals_torchvisions_float_chain() {
+        // Every 3rd level per channel (~600k colours), several shifts, through the block
+        // kernel (fast path plus the fallback) against the float32 chain pixel by pixel.
+        let buf: Vec<u8> = (0..=255u8)
+            .step_by(3)
+            .flat_map(|r| {
+                (0..=255u8)
+                    .step_by(3)
+                    .flat_map(move |g| (0..=255u8).step_by(3).flat_map(move |b| [r, g, b]))
+            })
+            .collect();
+        for shift in [-0.1, -0.08, -0.0371, 0.013, 0.04, 0.0999, 0.5] {
+            let mut ours = buf.clone();
+            adjust_hue(&mut ours, shift);
+            for (p, o) in buf.chunks(3).zip(ours.chunks(3)) {
+                let (r, g, b) =
+                    hue_torchvision(p[0] as f32, p[1] as f32, p[2] as f32, shift as f32);
+                assert_eq!(o, [r as u8, g as u8, b as u8], "{p:?} shift {shift}");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_chain_equals_ops_one_by_one() {
+        let img: Vec<u8> = (0..97 * 13 * 3).map(|i| ((i * 7919) % 256) as u8).collect();
+        let ops = [
+            PixelOp::saturation(1.17),
+            PixelOp::contrast(0.72),
+            PixelOp::hue(-0.08),
+            PixelOp::brightness(1.31),
+            PixelOp::contrast(1.2),
+            PixelOp::Grayscale,
+        ];
+        let mut fused = img.clone();
+        apply_ops(&mut fused, &ops);
+        let mut single = img.clone();
+        for op in &ops {
+            apply_ops(&mut single, std::slice::from_ref(op));
+        }
+        assert_eq!(fused, single);
     }
 
     #[test]

@@ -13,8 +13,8 @@ mod view;
 
 pub use blur::{blur_kernel_size, gaussian_blur, gaussian_kernel1d, GaussianBlur};
 pub use color::{
-    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, solarize,
-    JitterOp, JitterParams,
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, apply_ops, grayscale,
+    solarize, JitterOp, JitterParams, OpList, PixelOp,
 };
 
 pub use crop::{

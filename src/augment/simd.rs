@@ -38,6 +38,9 @@ pub(crate) struct Planes {
     pub b: [f32; BLOCK],
 }
 
+/// One block of packed RGB8 bytes.
+type PackedBlock = [u8; BLOCK * 3];
+
 // Indexed loops over several same-length arrays are the clearest form of these kernels and
 // vectorise as well as zipped iterators.
 #[allow(clippy::needless_range_loop)]
@@ -51,59 +54,92 @@ impl Planes {
         }
     }
 
-    /// Deinterleaves up to `BLOCK` packed RGB8 pixels into the planes (as 0.0..=255.0).
+    /// Deinterleaves up to `BLOCK` packed RGB8 pixels into the planes (as 0.0..=255.0);
+    /// planes past a short tail hold zeros.
     ///
-    /// Bytes are split first and converted in a second, vectorisable loop: a fused loop
-    /// converts one scalar at a time.
+    /// Full blocks go through a fixed-size array with stride-3 indexing, a shape LLVM turns
+    /// into byte shuffles (`pshufb`); a slice walked by `chunks_exact(3)` stays scalar.
     #[inline(always)]
     pub fn load(&mut self, px: &[u8]) {
-        let mut bytes = [[0u8; BLOCK]; 3];
-        for (i, p) in px.chunks_exact(3).enumerate() {
-            bytes[0][i] = p[0];
-            bytes[1][i] = p[1];
-            bytes[2][i] = p[2];
-        }
-        for i in 0..BLOCK {
-            self.r[i] = bytes[0][i] as f32;
-            self.g[i] = bytes[1][i] as f32;
-            self.b[i] = bytes[2][i] as f32;
+        match <&PackedBlock>::try_from(px) {
+            Ok(full) => self.load_full(full),
+            Err(_) => {
+                let mut padded = [0u8; BLOCK * 3];
+                padded[..px.len()].copy_from_slice(px);
+                self.load_full(&padded);
+            }
         }
     }
 
-    /// Interleaves the planes back, truncating each value to u8 (torch's float -> uint8
-    /// cast; values must already lie in 0.0..256.0).
+    #[inline(always)]
+    fn load_full(&mut self, px: &PackedBlock) {
+        for i in 0..BLOCK {
+            self.r[i] = px[3 * i] as f32;
+            self.g[i] = px[3 * i + 1] as f32;
+            self.b[i] = px[3 * i + 2] as f32;
+        }
+    }
+
+    /// Interleaves the planes back into up to `BLOCK` pixels, truncating each value to u8
+    /// (torch's float -> uint8 cast; values must already lie in 0.0..256.0).
     #[inline(always)]
     pub fn store(&self, px: &mut [u8]) {
         let mut bytes = [[0u8; BLOCK]; 3];
         for i in 0..BLOCK {
-            bytes[0][i] = self.r[i] as i32 as u8;
-            bytes[1][i] = self.g[i] as i32 as u8;
-            bytes[2][i] = self.b[i] as i32 as u8;
+            bytes[0][i] = to_i32(self.r[i]) as u8;
+            bytes[1][i] = to_i32(self.g[i]) as u8;
+            bytes[2][i] = to_i32(self.b[i]) as u8;
         }
-        for (i, p) in px.chunks_exact_mut(3).enumerate() {
-            p[0] = bytes[0][i];
-            p[1] = bytes[1][i];
-            p[2] = bytes[2][i];
+        let mut packed = [0u8; BLOCK * 3];
+        for i in 0..BLOCK {
+            packed[3 * i] = bytes[0][i];
+            packed[3 * i + 1] = bytes[1][i];
+            packed[3 * i + 2] = bytes[2][i];
         }
+        let n = px.len();
+        px.copy_from_slice(&packed[..n]);
     }
 }
 
-/// `trunc` for non-negative floats below 2^31, as a convert instruction (SSE2's `trunc` is a
-/// libm call).
+/// `x as i32` (truncation) for finite `x` in i32 range, as one vector convert instruction.
+///
+/// Rust's `as` casts saturate and map NaN to 0, which LLVM scalarises (a compare and two
+/// `cmov`s per value), and that was most of the cost of the colour kernels. Clamping first
+/// with compare-and-select (one `maxps`/`minps` each; a NaN fails the compare and becomes the
+/// bound) makes the unchecked conversion always defined.
+#[inline(always)]
+pub(crate) fn to_i32(x: f32) -> i32 {
+    let x = fmax(x, -2.0e9);
+    let x = fmin(x, 2.0e9);
+    // SAFETY: x is finite (NaN went to a bound) and within i32's range.
+    unsafe { x.to_int_unchecked::<i32>() }
+}
+
+/// `max` as one `maxps`: the larger of `a` and `b`, or `b` when either is NaN (`f32::max`
+/// costs a NaN check and a blend on top).
+#[inline(always)]
+pub(crate) fn fmax(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// `min` as one `minps`: the smaller of `a` and `b`, or `b` when either is NaN.
+#[inline(always)]
+pub(crate) fn fmin(a: f32, b: f32) -> f32 {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}
+
+/// `trunc` for floats in the i32 range, as vector converts (SSE2's `trunc` is a libm call).
 #[inline(always)]
 pub(crate) fn trunc_pos(x: f32) -> f32 {
-    x as i32 as f32
-}
-
-/// `floor` for floats in the i32 range, branch-free.
-#[inline(always)]
-pub(crate) fn floor_fast(x: f32) -> f32 {
-    let t = x as i32 as f32;
-    if t > x {
-        t - 1.0
-    } else {
-        t
-    }
+    to_i32(x) as f32
 }
 
 /// Round half to even (`torch.round`) for 0 <= x < 2^23, by the 2^23 magic-number trick,
@@ -124,8 +160,8 @@ mod tests {
             assert_eq!(round_even_pos(x), x.round_ties_even(), "{x}");
             assert_eq!(trunc_pos(x), x.trunc());
         }
-        for x in [-1.5f32, -1.0, -0.2, 0.0, 0.7, 1.0, 5.99] {
-            assert_eq!(floor_fast(x), x.floor(), "{x}");
-        }
+        assert_eq!(to_i32(f32::NAN), -2_000_000_000);
+        assert_eq!(to_i32(1e20), 2_000_000_000);
+        assert_eq!(to_i32(-3.7), -3);
     }
 }

@@ -4,7 +4,7 @@
 //! checked op by op against torchvision (tests/augment_reference.rs does so).
 
 use super::blur::GaussianBlur;
-use super::color::{grayscale, solarize, JitterParams};
+use super::color::{apply_ops, solarize, JitterParams, OpList, PixelOp};
 use super::crop::{hflip, random_resized_crop_params, CropRect, Resampler};
 use super::{AugmentConfig, AugmentError};
 use crate::frame::Frame;
@@ -91,12 +91,15 @@ impl ViewParams {
         if self.flip {
             hflip(dst, self.size);
         }
+        // Jitter and grayscale run fused, in one or two passes over the pixels.
+        let mut ops = OpList::default();
         if let Some(j) = &self.jitter {
-            j.apply(dst);
+            j.push_ops(&mut ops);
         }
         if self.grayscale {
-            grayscale(dst);
+            ops.push(PixelOp::Grayscale);
         }
+        apply_ops(dst, ops.as_slice());
         if let Some(sigma) = self.blur_sigma {
             blur.apply(dst, self.size, self.size, sigma);
         }
