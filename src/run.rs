@@ -24,7 +24,7 @@ pub struct RunOptions {
 
 /// The run plan: schedules span `epochs × steps_per_epoch` steps.
 pub fn plan_for(cfg: &PipelineConfig, source: &OpenedSource) -> anyhow::Result<Plan> {
-    let steps_per_epoch = match (cfg.train.steps_per_epoch, source.len()) {
+    let steps_per_epoch = match (cfg.train.steps_per_epoch, source.epoch_len()) {
         (Some(s), _) => s,
         (None, Some(n)) => n / cfg.train.batch_size as u64,
         (None, None) => bail!("train.steps_per_epoch is required for a source of unknown length"),
@@ -32,7 +32,7 @@ pub fn plan_for(cfg: &PipelineConfig, source: &OpenedSource) -> anyhow::Result<P
     if steps_per_epoch == 0 {
         bail!(
             "the source has {} samples, fewer than one batch of train.batch_size = {}",
-            source.len().unwrap_or(0),
+            source.epoch_len().unwrap_or(0),
             cfg.train.batch_size
         );
     }
@@ -77,7 +77,7 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
     let stop_at = opts.max_steps.map_or(total, |m| m.min(total));
     tracing::info!(
         source = cfg.source.kind_name(),
-        samples_per_epoch = ?source.len(),
+        samples_per_epoch = ?source.epoch_len(),
         steps_per_epoch = plan.steps_per_epoch,
         epochs = plan.epochs,
         start_step,

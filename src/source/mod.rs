@@ -247,8 +247,8 @@ pub enum OpenedSource {
 }
 
 impl OpenedSource {
-    /// Samples per epoch when known.
-    pub fn len(&self) -> Option<u64> {
+    /// Samples per epoch when known (streams: `None`).
+    pub fn epoch_len(&self) -> Option<u64> {
         match self {
             OpenedSource::Indexed(s) => Some(s.len()),
             OpenedSource::Stream(_) => None,

@@ -32,9 +32,9 @@ impl SyntheticSource {
         let phase = rng.uniform(0.0, period);
         let hue = class as f64 / self.classes as f64;
         let base = [
-            (128.0 + 100.0 * (2.0 * std::f64::consts::PI * hue).cos()) as f64,
-            (128.0 + 100.0 * (2.0 * std::f64::consts::PI * (hue + 0.33)).cos()) as f64,
-            (128.0 + 100.0 * (2.0 * std::f64::consts::PI * (hue + 0.66)).cos()) as f64,
+            128.0 + 100.0 * (2.0 * std::f64::consts::PI * hue).cos(),
+            128.0 + 100.0 * (2.0 * std::f64::consts::PI * (hue + 0.33)).cos(),
+            128.0 + 100.0 * (2.0 * std::f64::consts::PI * (hue + 0.66)).cos(),
         ];
         let (c, s) = (angle.cos(), angle.sin());
         let mut data = Vec::with_capacity((self.width * self.height * 3) as usize);

@@ -138,7 +138,7 @@ fn decode_file(
                      state: &mut PassState<'_>|
      -> Result<PassEnd, VideoError> {
         while decoder.receive_frame(&mut decoded).is_ok() {
-            let take = state.seen % state.stride as u64 == 0;
+            let take = state.seen.is_multiple_of(state.stride as u64);
             state.seen += 1;
             if !take {
                 continue;
