@@ -8,7 +8,6 @@ use crate::cache;
 use crate::checkpoint;
 use crate::config::PipelineConfig;
 use crate::decode::decode_image;
-use crate::pipeline::worker_count;
 use crate::source::Payload;
 
 /// `cache build`: decodes the pipeline's source into shards under `out`.
@@ -35,7 +34,6 @@ pub fn cache_build(cfg: &PipelineConfig, out: &Path) -> anyhow::Result<()> {
         },
         t.elapsed().as_secs_f64()
     );
-    let _ = worker_count(cfg.decode.workers);
     Ok(())
 }
 

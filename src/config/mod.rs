@@ -54,9 +54,7 @@ impl PipelineConfig {
         self.checkpoint.validate(&mut problems);
         self.eval.validate(&mut problems);
         self.metrics.validate(&mut problems);
-        if let Some(steps) = self.train.steps_per_epoch {
-            let _ = steps;
-        } else if !self.source.has_known_length() {
+        if self.train.steps_per_epoch.is_none() && !self.source.has_known_length() {
             problems.push(
                 "train.steps_per_epoch",
                 format!(
