@@ -194,6 +194,18 @@ fn training_step_matches_pytorch_dino() {
         &model(false, 3, true),
         &epoch_teacher,
     );
+    // The paper's ConvNet option: BatchNorm in train mode on both networks (DINO never puts the
+    // teacher in eval mode), running statistics per resolution group, EMA over parameters only.
+    let resnet = ModelConfig {
+        arch: Arch::Resnet18,
+        ..model(false, 3, true)
+    };
+    write_case(
+        dir.path(),
+        "resnet18_adamw",
+        &resnet,
+        &train(OptimizerKind::Adamw),
+    );
     let out = common::run_reference("dino_reference.py", &[dir.path()]);
     println!("{out}");
 }

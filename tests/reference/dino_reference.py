@@ -8,7 +8,10 @@ Parameters after several AdamW steps get ATOL 2e-5: AdamW normalises every updat
 whose gradient is mathematically zero (the key part of the qkv bias: softmax ignores a shift
 common to all keys; a bias right before a BatchNorm) moves by ±lr in the sign of float noise in
 both implementations. The BatchNorm-head case therefore runs with SGD, which leaves such noise
-noise-sized. Prints the worst error of every quantity and exits 1 if any is out of tolerance.
+noise-sized. The ResNet-18 case builds torchvision's resnet18 with `fc = Identity` as main_dino.py
+does; BatchNorm runs in train mode in both networks (DINO never calls teacher.eval()), so the
+running statistics and num_batches_tracked of student and teacher are compared too.
+Prints the worst error of every quantity and exits 1 if any is out of tolerance.
 """
 import json
 import os
@@ -17,6 +20,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn as nn
+import torchvision
 from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -63,6 +67,13 @@ def build(cfg):
     g = cfg["augment"]["global_size"]
 
     def net():
+        if m["arch"].startswith("resnet"):  # main_dino.py: torchvision ResNet, classifier removed
+            backbone = torchvision.models.__dict__[m["arch"]](weights=None)
+            embed_dim = backbone.fc.weight.shape[1]
+            backbone.fc = nn.Identity()
+            head = ref.DINOHead(embed_dim, m["out_dim"], use_bn=m["head_bn"], norm_last_layer=m["norm_last_layer"],
+                                nlayers=m["head_layers"], hidden_dim=m["head_hidden"], bottleneck_dim=m["head_bottleneck"])
+            return ref.MultiCropWrapper(backbone, head)
         vit = ref.VisionTransformer(img_size=[g], patch_size=m["patch_size"], embed_dim=dim, depth=depth, num_heads=heads,
                                     mlp_ratio=m["mlp_ratio"], qkv_bias=True, norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6))
         head = ref.DINOHead(dim, m["out_dim"], use_bn=m["head_bn"], norm_last_layer=m["norm_last_layer"], nlayers=m["head_layers"],
