@@ -17,7 +17,7 @@ export DINO_STREAM_PYTHON := $(PYTHON)
 
 BIN := target/release/dino-stream
 
-.PHONY: setup apt venv build run test lint fmt bench bench-pipeline bench-train clean
+.PHONY: setup apt venv build run test lint fmt bench bench-pipeline bench-train gpu-bin clean
 
 setup: apt venv
 
@@ -39,6 +39,12 @@ $(VENV)/.installed: requirements.txt
 
 build: setup
 	cargo build --release --bins
+
+# A binary for a GPU machine (scripts/gpu-check.sh): no FFmpeg (that machine lacks Debian's
+# FFmpeg 5.1), stripped to about 10 MB so it fits the device tool's 64 MiB transfer.
+gpu-bin: setup
+	cargo build --release --no-default-features --bin dino-stream --target-dir target/gpu
+	mkdir -p .gpu && strip -o .gpu/dino-stream target/gpu/release/dino-stream
 
 run: build
 	$(BIN) run pipelines/quickstart.toml

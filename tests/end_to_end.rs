@@ -206,6 +206,7 @@ fn a_metrics_port_in_use_is_a_clear_error_before_training() {
     assert!(losses(&dir.path().join("run")).is_empty(), "no step ran");
 }
 
+#[cfg(feature = "video")]
 fn ffmpeg(args: &[&str]) {
     let out = Command::new("ffmpeg")
         .args(["-loglevel", "error", "-y"])
@@ -219,6 +220,7 @@ fn ffmpeg(args: &[&str]) {
     );
 }
 
+#[cfg(feature = "video")]
 #[test]
 fn video_frames_train_and_a_corrupt_video_is_skipped() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,9 +8,10 @@
 mod idx;
 mod image_folder;
 mod synthetic;
+#[cfg(feature = "video")]
 pub mod video;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,7 @@ use crate::rng::Rng;
 pub use idx::IdxSource;
 pub use image_folder::ImageFolderSource;
 pub use synthetic::SyntheticSource;
+#[cfg(feature = "video")]
 pub use video::VideoSource;
 
 /// `[source]`: a closed set of kinds, tagged by `type`.
@@ -177,9 +179,25 @@ impl SourceConfig {
                 path,
                 stride,
                 limit,
-            } => OpenedSource::Stream(Box::new(VideoSource::open(path, *stride, *limit)?)),
+            } => open_video(path, *stride, *limit)?,
         })
     }
+}
+
+#[cfg(feature = "video")]
+fn open_video(path: &Path, stride: u32, limit: Option<u64>) -> Result<OpenedSource, SourceError> {
+    Ok(OpenedSource::Stream(Box::new(VideoSource::open(
+        path, stride, limit,
+    )?)))
+}
+
+/// Builds without the `video` feature (no FFmpeg linked) refuse video sources by name.
+#[cfg(not(feature = "video"))]
+fn open_video(path: &Path, _stride: u32, _limit: Option<u64>) -> Result<OpenedSource, SourceError> {
+    Err(SourceError::Open {
+        path: path.to_path_buf(),
+        message: "this dino-stream was built without video support (cargo feature `video`)".into(),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
