@@ -174,9 +174,13 @@ fn blur_impl(
                     acc[i] += kj * s[i];
                 }
             }
+            // Through a fixed-size array: a loop storing into `dst` directly keeps a scalar
+            // remainder that LLVM runs for much of the row.
+            let mut bytes = [0u8; LANES];
             for i in 0..LANES {
-                dst[x + i] = to_u8(acc[i]);
+                bytes[i] = to_u8(acc[i]);
             }
+            dst[x..x + LANES].copy_from_slice(&bytes);
         }
         for x in full..rw {
             let mut a = 0.0f32;
