@@ -8,7 +8,7 @@
 //! Both passes run over contiguous float rows so they auto-vectorise; the scratch rows live in
 //! the [`GaussianBlur`] value and are reused.
 
-use super::simd::{avx2_dispatch, round_even_pos, to_i32};
+use super::simd::{round_even_pos, simd_dispatch, to_i32};
 
 /// Kernel size used for a sigma: `2 * ceil(3 * sigma) + 1` (odd, covers ±3σ).
 pub fn blur_kernel_size(sigma: f64) -> usize {
@@ -93,7 +93,7 @@ impl GaussianBlur {
     }
 }
 
-avx2_dispatch!(
+simd_dispatch!(
     fn blur_kernel(
         buf: &mut [u8],
         w: usize,

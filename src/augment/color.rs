@@ -12,7 +12,7 @@
 //! contrast takes two passes: the ops before it (summing grey levels on the way), then the
 //! rest. Solarize, a per-value table, stays separate.
 
-use super::simd::{avx2_dispatch, fmax, fmin, to_i32, trunc_pos, Planes, BLOCK};
+use super::simd::{fmax, fmin, simd_dispatch, to_i32, trunc_pos, Planes, BLOCK};
 use super::AugmentConfig;
 use crate::rng::Rng;
 
@@ -151,7 +151,7 @@ fn mean_of(sum: u64, pixels: usize) -> f32 {
     (sum as f64 / pixels.max(1) as f64) as f32
 }
 
-avx2_dispatch!(
+simd_dispatch!(
     /// One pass: `ops` on every block (a contrast op blends with `mean`), stored back when
     /// there are ops; returns the sum of the truncated grey levels after them when
     /// `want_sum`.
