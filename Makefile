@@ -7,7 +7,7 @@ VENV := $(CURDIR)/.venv
 PYTHON := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev \
-	libswscale-dev libavfilter-dev libavdevice-dev libswresample-dev ffmpeg \
+	libswscale-dev libavfilter-dev libavdevice-dev libswresample-dev ffmpeg libturbojpeg0-dev \
 	dataset-fashion-mnist prometheus curl
 
 # torch-sys finds libtorch through the venv's python; build.rs bakes its path into the binary.

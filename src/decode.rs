@@ -73,7 +73,17 @@ impl From<image::ImageError> for DecodeError {
 /// channel); used to bound the decoder's allocation from `max_pixels`.
 const WIDEST_PIXEL_BYTES: u64 = 8;
 
+/// Which decoder handles ordinary JPEGs in this build (for benchmark reports).
+pub const JPEG_DECODER: &str = if cfg!(turbojpeg) {
+    "libjpeg-turbo (system TurboJPEG), image crate for the rest"
+} else {
+    "image crate (zune-jpeg)"
+};
+
 /// Decodes JPEG/PNG bytes into RGB8, refusing images over `max_pixels`.
+///
+/// Ordinary JPEGs take libjpeg-turbo when the build found it (`decode::turbo`); everything it
+/// does not decode exactly like the general path falls through to the image crate.
 ///
 /// The size check reads only the header, before any pixel buffer exists. Grey is replicated
 /// to three channels, alpha is dropped (not composited: a training crop has no background),
@@ -82,6 +92,10 @@ const WIDEST_PIXEL_BYTES: u64 = 8;
 pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Frame, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
+    }
+    #[cfg(turbojpeg)]
+    if let Some(frame) = turbo::decode(bytes, max_pixels)? {
+        return Ok(frame);
     }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -120,3 +134,5 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Frame, DecodeError>
 
 #[cfg(test)]
 mod tests;
+#[cfg(turbojpeg)]
+mod turbo;

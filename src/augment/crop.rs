@@ -197,17 +197,17 @@ pub fn resized_crop(
     Ok(dst)
 }
 
-/// Mirrors packed RGB8 rows left to right in place.
+/// Mirrors packed RGB8 rows left to right in place: the left half's pixels swap with the
+/// right half's, walked from both ends as whole 3-byte pixels (no per-byte index math).
 pub fn hflip(buf: &mut [u8], width: u32) {
     let w = width as usize;
+    if w < 2 {
+        return;
+    }
     for row in buf.chunks_exact_mut(w * 3) {
-        let (mut i, mut j) = (0, w.saturating_sub(1));
-        while i < j {
-            for c in 0..3 {
-                row.swap(i * 3 + c, j * 3 + c);
-            }
-            i += 1;
-            j -= 1;
+        let (left, right) = row.split_at_mut(w / 2 * 3);
+        for (a, b) in left.chunks_exact_mut(3).zip(right.rchunks_exact_mut(3)) {
+            a.swap_with_slice(b);
         }
     }
 }
@@ -302,6 +302,16 @@ mod tests {
             v,
             vec![7, 8, 9, 4, 5, 6, 1, 2, 3, 16, 17, 18, 13, 14, 15, 10, 11, 12]
         );
+        let mut even: Vec<u8> = (0..24).collect();
+        hflip(&mut even, 4);
+        let expect: Vec<u8> = [9u8, 6, 3, 0, 21, 18, 15, 12]
+            .iter()
+            .flat_map(|&p| [p, p + 1, p + 2])
+            .collect();
+        assert_eq!(even, expect);
+        let mut one = vec![1u8, 2, 3];
+        hflip(&mut one, 1);
+        assert_eq!(one, vec![1, 2, 3]);
     }
 
     #[test]

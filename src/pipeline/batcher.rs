@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::channel::{Rx, Tx};
+use super::crops::{CropPool, Crops};
 use super::gate::ReorderGate;
 use super::Augmented;
 use crate::augment::AugmentConfig;
@@ -19,18 +20,19 @@ pub struct Batcher {
     local_crops: usize,
     global_bytes: usize,
     local_bytes: usize,
+    pool: CropPool,
 }
 
+/// The batch being gathered: its samples' crops in order, collated when it is complete.
 struct Filling {
     epoch: u64,
-    count: usize,
-    global: Vec<u8>,
-    local: Vec<u8>,
+    samples: Vec<Crops>,
     labels: Vec<Option<u32>>,
 }
 
 impl Batcher {
-    pub fn new(batch_size: usize, augment: &AugmentConfig) -> Self {
+    /// `pool` takes the crop buffers back once they are collated.
+    pub fn new(batch_size: usize, augment: &AugmentConfig, pool: CropPool) -> Self {
         Batcher {
             batch_size,
             global_size: augment.global_size,
@@ -38,33 +40,41 @@ impl Batcher {
             local_crops: augment.local_crops,
             global_bytes: augment.global_bytes(),
             local_bytes: augment.local_bytes(),
+            pool,
         }
     }
 
     fn empty(&self, epoch: u64) -> Filling {
         Filling {
             epoch,
-            count: 0,
-            global: vec![0; AugmentConfig::GLOBAL_CROPS * self.batch_size * self.global_bytes],
-            local: vec![0; self.local_crops * self.batch_size * self.local_bytes],
+            samples: Vec::with_capacity(self.batch_size),
             labels: Vec::with_capacity(self.batch_size),
         }
     }
 
-    /// Copies one sample's crops into slot `b` of every view (crop-major layout).
-    fn place(&self, f: &mut Filling, global: &[u8], local: &[u8]) {
-        let b = f.count;
+    /// Copies the samples' crops into crop-major buffers (view by view, sample by sample),
+    /// appending in order so the batch memory is written once and never zero-filled, then
+    /// returns the crop buffers to the pool.
+    fn collate(&self, samples: Vec<Crops>) -> (Vec<u8>, Vec<u8>) {
+        let n = samples.len();
+        let mut global = Vec::with_capacity(AugmentConfig::GLOBAL_CROPS * n * self.global_bytes);
         for v in 0..AugmentConfig::GLOBAL_CROPS {
-            let dst = (v * self.batch_size + b) * self.global_bytes;
-            f.global[dst..dst + self.global_bytes]
-                .copy_from_slice(&global[v * self.global_bytes..(v + 1) * self.global_bytes]);
+            let range = v * self.global_bytes..(v + 1) * self.global_bytes;
+            for s in &samples {
+                global.extend_from_slice(&s.global[range.clone()]);
+            }
         }
+        let mut local = Vec::with_capacity(self.local_crops * n * self.local_bytes);
         for v in 0..self.local_crops {
-            let dst = (v * self.batch_size + b) * self.local_bytes;
-            f.local[dst..dst + self.local_bytes]
-                .copy_from_slice(&local[v * self.local_bytes..(v + 1) * self.local_bytes]);
+            let range = v * self.local_bytes..(v + 1) * self.local_bytes;
+            for s in &samples {
+                local.extend_from_slice(&s.local[range.clone()]);
+            }
         }
-        f.count += 1;
+        for s in samples {
+            self.pool.give(s);
+        }
+        (global, local)
     }
 
     /// Runs until the input ends or the trainer goes away.
@@ -84,23 +94,28 @@ impl Batcher {
             while let Some(item) = pending.remove(&next_seq) {
                 next_seq += 1;
                 let meta = item.meta;
-                let f = match filling.take() {
+                let mut f = match filling.take() {
                     Some(f) if f.epoch == meta.epoch => f,
-                    _ => self.empty(meta.epoch), // new epoch: an unfinished batch is dropped
+                    // New epoch: an unfinished batch is dropped (its buffers recycled).
+                    Some(old) => {
+                        old.samples.into_iter().for_each(|s| self.pool.give(s));
+                        self.empty(meta.epoch)
+                    }
+                    None => self.empty(meta.epoch),
                 };
-                let mut f = f;
-                if let Some((global, local)) = &item.crops {
-                    self.place(&mut f, global, local);
+                if let Some(crops) = item.crops {
+                    f.samples.push(crops);
                     f.labels.push(meta.label);
                 }
-                if f.count == self.batch_size {
+                if f.samples.len() == self.batch_size {
+                    let (global, local) = self.collate(f.samples);
                     let batch = Batch {
                         size: self.batch_size,
                         global_size: self.global_size,
                         local_size: self.local_size,
                         local_crops: self.local_crops,
-                        global: f.global,
-                        local: f.local,
+                        global,
+                        local,
                         labels: f.labels,
                         epoch: meta.epoch,
                         next: Cursor {

@@ -4,6 +4,7 @@
 
 pub mod batcher;
 pub mod channel;
+pub mod crops;
 mod gate;
 pub mod pool;
 pub mod skips;
@@ -17,11 +18,12 @@ use serde::{Deserialize, Serialize};
 
 pub use batcher::Batcher;
 pub use channel::{bounded, Closed, Rx, Tx};
+pub use crops::{CropPool, Crops};
 pub use gate::ReorderGate;
 pub use pool::{spawn_pool, worker_count};
 pub use skips::SkipLog;
 
-use crate::augment::MultiCrop;
+use crate::augment::{AugmentConfig, MultiCrop};
 use crate::batch::{Batch, Cursor};
 use crate::config::{PipelineConfig, Problems};
 use crate::decode::decode_image;
@@ -89,10 +91,10 @@ pub struct Decoded {
     pub frame: Option<Frame>,
 }
 
-/// Augment → batcher: (global crops, local crops) packed back to back.
+/// Augment → batcher: the sample's crops (`None` when it was skipped).
 pub struct Augmented {
     pub meta: SampleMeta,
-    pub crops: Option<(Vec<u8>, Vec<u8>)>,
+    pub crops: Option<Crops>,
 }
 
 /// A running data pipeline: the batches, and the threads to join.
@@ -167,36 +169,40 @@ impl Pipeline {
 
         let augment_cfg = cfg.augment.clone();
         let augment_skips = skips.clone();
+        let augment_workers = worker_count(cfg.augment.workers);
+        // Crop buffers circulate: a whole batch's worth comes back at once when the batcher
+        // collates, and each worker holds one while it works.
+        let pool = CropPool::new(
+            cfg.train.batch_size + 2 * augment_workers + 2,
+            AugmentConfig::GLOBAL_CROPS * augment_cfg.global_bytes(),
+            augment_cfg.local_crops * augment_cfg.local_bytes(),
+        );
+        let augment_pool = pool.clone();
         threads.extend(spawn_pool(
             "augment",
-            worker_count(cfg.augment.workers),
+            augment_workers,
             dec_rx,
             aug_tx,
             metrics,
             move |_| {
                 let mut multicrop = MultiCrop::new(&augment_cfg, seed);
                 let skips = augment_skips.clone();
-                let (gb, lb) = (
-                    crate::augment::AugmentConfig::GLOBAL_CROPS * augment_cfg.global_bytes(),
-                    augment_cfg.local_crops * augment_cfg.local_bytes(),
-                );
+                let pool = augment_pool.clone();
                 move |d: Decoded| {
                     let crops = d.frame.and_then(|frame| {
-                        let (mut global, mut local) = (vec![0u8; gb], vec![0u8; lb]);
+                        let mut crops = pool.take();
+                        let (epoch, id) = (d.meta.epoch, d.meta.id);
                         match multicrop.apply(
                             &frame,
-                            d.meta.epoch,
-                            d.meta.id,
-                            &mut global,
-                            &mut local,
+                            epoch,
+                            id,
+                            &mut crops.global,
+                            &mut crops.local,
                         ) {
-                            Ok(()) => Some((global, local)),
+                            Ok(()) => Some(crops),
                             Err(e) => {
-                                skips.skip(
-                                    "augment",
-                                    &format!("sample {}", d.meta.id),
-                                    &e.to_string(),
-                                );
+                                pool.give(crops);
+                                skips.skip("augment", &format!("sample {id}"), &e.to_string());
                                 None
                             }
                         }
@@ -209,7 +215,7 @@ impl Pipeline {
             },
         ));
 
-        let batcher = Batcher::new(cfg.train.batch_size, &cfg.augment);
+        let batcher = Batcher::new(cfg.train.batch_size, &cfg.augment, pool);
         let batcher_metrics = metrics.clone();
         threads.push(
             std::thread::Builder::new()
