@@ -41,10 +41,12 @@ build: setup
 	cargo build --release --bins
 
 # A binary for a GPU machine (scripts/gpu-check.sh): no FFmpeg (that machine lacks Debian's
-# FFmpeg 5.1), stripped to about 10 MB so it fits the device tool's 64 MiB transfer.
+# FFmpeg 5.1), stripped to about 10 MB so it fits the device tool's 64 MiB transfer, with the
+# system libjpeg-turbo beside it in .gpu/lib.
 gpu-bin: setup
 	cargo build --release --no-default-features --bin dino-stream --target-dir target/gpu
-	mkdir -p .gpu && strip -o .gpu/dino-stream target/gpu/release/dino-stream
+	mkdir -p .gpu/lib && strip -o .gpu/dino-stream target/gpu/release/dino-stream
+	ldd target/gpu/release/dino-stream | awk '/libturbojpeg/ {print $$3}' | xargs -r -I{} cp -L {} .gpu/lib/
 
 run: build
 	$(BIN) run pipelines/quickstart.toml

@@ -22,7 +22,8 @@ SETS=(--set "train.device=$DEVICE")
 for kv in ${EXTRA:-}; do SETS+=(--set "$kv"); done
 PY=${PYTHON:-python3}
 TORCH_LIB=$($PY -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-export LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# libtorch from that machine's torch; libjpeg-turbo carried beside the binary (make gpu-bin).
+export LD_LIBRARY_PATH=$TORCH_LIB:$(dirname "$BIN")/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 WORK=$(mktemp -d)
 exec > >(tee "${OUT:-$WORK}/gpu-check.log") 2>&1
 
