@@ -38,6 +38,10 @@ impl Linear {
 /// Input size above which libtorch runs a batch-1 1x1 convolution with oneDNN (its
 /// `ConvParams::use_mkldnn` heuristic).
 const ONEDNN_MIN_NUMEL: i64 = 20480;
+/// Smallest weight (in·out) sent to oneDNN. Measured fwd+bwd at 4352 rows, 2 threads: 64→64 is
+/// 3.4x slower through oneDNN, 64→192 is even (noise either way), 64→256, 128→128 and wider are
+/// 0.2-0.9x the time of `linear`.
+const ONEDNN_MIN_WEIGHT: usize = 128 * 128;
 static HAS_MKLDNN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 /// `x·Wᵀ + b` over the last dimension of `x` (`F.linear`), on the CPU through oneDNN when
@@ -51,14 +55,15 @@ static HAS_MKLDNN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// backward too. Measured on the 2-thread AMD EPYC (AVX-512) development machine: forward +
 /// backward of the ViT's layers about twice as fast as `linear`, the whole DINO step 0.68x.
 /// libtorch hands such a convolution to its native kernel instead of oneDNN when it runs one
-/// thread or the input has at most 20480 elements; there (and on other devices) this is plain
-/// `linear`.
+/// thread or the input has at most 20480 elements, and oneDNN loses on narrow layers (see
+/// `ONEDNN_MIN_WEIGHT`); there (and on other devices) this is plain `linear`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
     let shape = x.size();
     let in_dim = *shape.last().expect("linear input has a feature dimension");
     let rows = shape[..shape.len() - 1].iter().product::<i64>();
     let onednn = x.device() == tch::Device::Cpu
         && rows * in_dim > ONEDNN_MIN_NUMEL
+        && weight.numel() >= ONEDNN_MIN_WEIGHT
         && tch::get_num_threads() > 1
         && *HAS_MKLDNN.get_or_init(tch::utils::has_mkldnn);
     if onednn {
