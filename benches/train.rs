@@ -2,8 +2,9 @@
 //! on synthetic u8 batches, for a small ViT. `tests/reference/bench_train_torch.py` times the
 //! same model, batch and crops in PyTorch eager for a side-by-side ratio.
 //!
-//! Config (keep in sync with the script): ViT embed 192, depth 4, heads 3, patch 16; batch 16;
-//! 2 global crops of 96 px and 4 local crops of 48 px; head 512-512-128 → K = 4096; fp32, CPU.
+//! Config (keep in sync with the script and `benches/train_step.toml`, the same setting for
+//! `dino-stream bench train`): ViT embed 192, depth 4, heads 3, patch 16; batch 16; 2 global
+//! crops of 96 px and 4 local crops of 48 px; head 512-512-128 → K = 4096; fp32, CPU.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dino_stream::augment::AugmentConfig;

@@ -3,7 +3,7 @@
 use tch::{Kind, Tensor};
 
 use super::init;
-use super::layers::{BatchNorm, Linear};
+use super::layers::{self, BatchNorm, Linear};
 use super::params::Params;
 
 /// Head sizes (see `ModelConfig`).
@@ -107,6 +107,6 @@ impl DinoHead {
         let denom = x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12);
         let x = x / denom;
         let w = Tensor::internal_weight_norm(&self.weight_v, &self.weight_g, 0);
-        x.linear::<Tensor>(&w, None)
+        layers::linear(&x, &w, None)
     }
 }

@@ -84,7 +84,10 @@ impl Optimizer {
     }
 
     /// DINO's `clip_gradients`: for each tensor, `coef = clip / (‖g‖ + 1e-6)`, scale by it if
-    /// < 1. Written without host syncs (`min(coef, 1)` multiplies by exactly 1 otherwise).
+    /// < 1. On the CPU the coefficient is already computed when we look at it, so the test is
+    /// DINO's `if clip_coef < 1` and a gradient that needs no clipping is not touched. On an
+    /// accelerator reading it would stall the device queue, so there every gradient is scaled
+    /// by `min(coef, 1)` instead (exactly 1 when not clipping: the same result).
     pub fn clip_gradients(&self, clip: f64) {
         if clip <= 0.0 {
             return;
@@ -92,8 +95,16 @@ impl Optimizer {
         tch::no_grad(|| {
             for s in &self.slots {
                 let mut g = s.param.grad();
-                if g.defined() {
-                    let coef = (g.norm() + 1e-6).reciprocal() * clip;
+                if !g.defined() {
+                    continue;
+                }
+                // `clip / t` in Python is `t.reciprocal() * clip`: the same rounding.
+                let coef = (g.norm() + 1e-6).reciprocal() * clip;
+                if g.device() == tch::Device::Cpu {
+                    if coef.double_value(&[]) < 1.0 {
+                        let _ = g.g_mul_(&coef);
+                    }
+                } else {
                     let _ = g.g_mul_(&coef.clamp_max(1.0));
                 }
             }
@@ -127,18 +138,27 @@ impl Optimizer {
                 let p = &mut s.param;
                 match kind {
                     OptimizerKind::Adamw => {
+                        // torch's `_single_tensor_adamw` with its roundings. In-place forms
+                        // where tch has them save a temporary (a pass over memory) each; tch's
+                        // `addcmul_` has no `value`, so `(c·g)·g` is formed first, as torch's
+                        // kernel does.
                         if wd != 0.0 {
                             let _ = p.g_mul_scalar_(1.0 - lr * wd);
                         }
                         let _ = s.m1.lerp_(&grad, 1.0 - b1);
                         let m2 = s.m2.as_mut().expect("adamw state");
                         let _ = m2.g_mul_scalar_(b2);
-                        let _ = m2.g_add_(&(&grad * (1.0 - b2) * &grad));
+                        let _ = m2.addcmul_(&(&grad * (1.0 - b2)), &grad);
                         let bc1 = 1.0 - b1.powf(step);
                         let bc2 = 1.0 - b2.powf(step);
                         let step_size = lr / bc1;
-                        let denom = (m2.sqrt() / bc2.sqrt()) + eps;
-                        let _ = p.g_add_(&((&s.m1 / &denom) * (-step_size)));
+                        let mut denom = m2.sqrt();
+                        let _ = denom.g_div_scalar_(bc2.sqrt());
+                        let _ = denom.g_add_scalar_(eps);
+                        // addcdiv_(m1, denom, value = -step_size): p + (-step_size)·(m1/denom).
+                        let mut update = &s.m1 / &denom;
+                        let _ = update.g_mul_scalar_(-step_size);
+                        let _ = p.g_add_(&update);
                     }
                     OptimizerKind::Sgd => {
                         let d = if wd != 0.0 {

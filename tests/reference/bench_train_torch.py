@@ -1,5 +1,6 @@
 """Times one DINO training step in PyTorch eager (facebookresearch/dino's code, dino_ref.py) for
-the model, batch and crops of benches/train.rs, for a side-by-side ratio with the Rust engine.
+the model, batch and crops of benches/train.rs and benches/train_step.toml, for a side-by-side
+ratio with the Rust engine (`dino-stream bench train benches/train_step.toml`).
 
     .venv/bin/python tests/reference/bench_train_torch.py [--steps 10] [--threads N] [--device cpu]
 
