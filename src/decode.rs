@@ -80,6 +80,21 @@ pub const JPEG_DECODER: &str = if cfg!(turbojpeg) {
     "image crate (zune-jpeg)"
 };
 
+/// The picture's pixel count, or `TooLarge` when its header claims more than `max_pixels`
+/// (checked before any pixel buffer exists, on every decode path).
+fn within_pixel_limit(width: u32, height: u32, max_pixels: u64) -> Result<u64, DecodeError> {
+    let pixels = width as u64 * height as u64;
+    if pixels > max_pixels {
+        return Err(DecodeError::TooLarge {
+            width,
+            height,
+            pixels,
+            limit: max_pixels,
+        });
+    }
+    Ok(pixels)
+}
+
 /// Decodes JPEG/PNG bytes into RGB8, refusing images over `max_pixels`.
 ///
 /// Ordinary JPEGs take libjpeg-turbo when the build found it (`decode::turbo`); everything it
@@ -107,15 +122,7 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Frame, DecodeError>
     reader.limits(limits);
     let mut decoder = reader.into_decoder()?;
     let (width, height) = decoder.dimensions();
-    let pixels = width as u64 * height as u64;
-    if pixels > max_pixels {
-        return Err(DecodeError::TooLarge {
-            width,
-            height,
-            pixels,
-            limit: max_pixels,
-        });
-    }
+    let pixels = within_pixel_limit(width, height, max_pixels)?;
     if pixels == 0 {
         return Err(DecodeError::Image(format!(
             "image has no pixels ({width}x{height})"

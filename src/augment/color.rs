@@ -530,6 +530,20 @@ mod tests {
         assert_eq!(grey, vec![77, 77, 77]);
     }
 
+    /// `adjust_hue` on `pixels` (the block kernel: fast path plus fallback) equals the float32
+    /// torchvision chain, pixel for pixel, for every shift.
+    fn assert_hue_matches_torchvision(pixels: &[u8], shifts: &[f64]) {
+        for &shift in shifts {
+            let mut ours = pixels.to_vec();
+            adjust_hue(&mut ours, shift);
+            for (p, o) in pixels.chunks(3).zip(ours.chunks(3)) {
+                let (r, g, b) =
+                    hue_torchvision(p[0] as f32, p[1] as f32, p[2] as f32, shift as f32);
+                assert_eq!(o, [r as u8, g as u8, b as u8], "{p:?} shift {shift}");
+            }
+        }
+    }
+
     #[test]
     fn fast_hue_equals_torchvisions_float_chain() {
         // Every 3rd level per channel (~600k colours), several shifts, through the block
@@ -542,15 +556,7 @@ mod tests {
                     .flat_map(move |g| (0..=255u8).step_by(3).flat_map(move |b| [r, g, b]))
             })
             .collect();
-        for shift in [-0.1, -0.08, -0.0371, 0.013, 0.04, 0.0999, 0.5] {
-            let mut ours = buf.clone();
-            adjust_hue(&mut ours, shift);
-            for (p, o) in buf.chunks(3).zip(ours.chunks(3)) {
-                let (r, g, b) =
-                    hue_torchvision(p[0] as f32, p[1] as f32, p[2] as f32, shift as f32);
-                assert_eq!(o, [r as u8, g as u8, b as u8], "{p:?} shift {shift}");
-            }
-        }
+        assert_hue_matches_torchvision(&buf, &[-0.1, -0.08, -0.0371, 0.013, 0.04, 0.0999, 0.5]);
     }
 
     /// The claim in [`hue_pixel`]'s doc: every one of the 2^24 colours, eleven shifts.
@@ -561,17 +567,12 @@ mod tests {
         let all: Vec<u8> = (0..1u32 << 24)
             .flat_map(|c| [(c >> 16) as u8, (c >> 8) as u8, c as u8])
             .collect();
-        for shift in [
-            -0.5, -0.1, -0.0731, -0.05, -0.013, 0.0, 0.0017, 0.033, 0.07, 0.0999, 0.25,
-        ] {
-            let mut ours = all.clone();
-            adjust_hue(&mut ours, shift);
-            for (p, o) in all.chunks(3).zip(ours.chunks(3)) {
-                let (r, g, b) =
-                    hue_torchvision(p[0] as f32, p[1] as f32, p[2] as f32, shift as f32);
-                assert_eq!(o, [r as u8, g as u8, b as u8], "{p:?} shift {shift}");
-            }
-        }
+        assert_hue_matches_torchvision(
+            &all,
+            &[
+                -0.5, -0.1, -0.0731, -0.05, -0.013, 0.0, 0.0017, 0.033, 0.07, 0.0999, 0.25,
+            ],
+        );
     }
 
     #[test]

@@ -116,15 +116,7 @@ fn decode_with(
         return Ok(None);
     }
     let (width, height) = (w as u32, h as u32);
-    let pixels = width as u64 * height as u64;
-    if pixels > max_pixels {
-        return Err(DecodeError::TooLarge {
-            width,
-            height,
-            pixels,
-            limit: max_pixels,
-        });
-    }
+    let pixels = super::within_pixel_limit(width, height, max_pixels)?;
     if !matches!(colorspace, TJCS_RGB | TJCS_YCBCR | TJCS_GRAY) {
         return Ok(None); // CMYK / YCCK: the image crate converts them
     }
