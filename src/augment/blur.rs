@@ -8,7 +8,7 @@
 //! Both passes run over contiguous float rows so they auto-vectorise; the scratch rows live in
 //! the [`GaussianBlur`] value and are reused.
 
-use super::simd::{round_even_pos, simd_dispatch, to_i32};
+use super::simd::{fmax, fmin, level_to_i32, round_even_pos, simd_dispatch};
 
 /// Kernel size used for a sigma: `2 * ceil(3 * sigma) + 1` (odd, covers ±3σ).
 pub fn blur_kernel_size(sigma: f64) -> usize {
@@ -172,7 +172,8 @@ fn blur_impl(
     }
     // torch.round (half to even), then the cast; sums of a normalised kernel over 0..=255
     // stay in 0..=255 up to float error, which the clamp absorbs.
-    let to_u8 = |a: f32| to_i32(round_even_pos(a.clamp(0.0, 255.0))) as u8;
+    // SAFETY: the clamp (which also sends a NaN to 0) leaves a level in 0.0..=255.0.
+    let to_u8 = |a: f32| unsafe { level_to_i32(round_even_pos(fmin(fmax(a, 0.0), 255.0))) } as u8;
     for (y, dst) in buf.chunks_exact_mut(rw).enumerate() {
         for (j, t) in taps.iter_mut().enumerate() {
             *t = reflect(y as isize + j as isize - r as isize, h) * rw;

@@ -12,7 +12,7 @@
 //! contrast takes two passes: the ops before it (summing grey levels on the way), then the
 //! rest. Solarize, a per-value table, stays separate.
 
-use super::simd::{fmax, fmin, simd_dispatch, to_i32, trunc_pos, Planes, BLOCK};
+use super::simd::{fmax, fmin, level_to_i32, simd_dispatch, trunc_level, Planes, BLOCK};
 use super::AugmentConfig;
 use crate::rng::Rng;
 
@@ -164,14 +164,18 @@ fn chain_pass_impl(buf: &mut [u8], ops: &[PixelOp], mean: f32, want_sum: bool) -
     let mut total = 0u64;
     for px in buf.chunks_mut(BLOCK * 3) {
         planes.load(px);
-        for op in ops {
-            apply_block(&mut planes, op, mean);
-        }
-        if want_sum {
-            total += luma_block_sum(&planes, px.len() / 3);
-        }
-        if !ops.is_empty() {
-            planes.store(px);
+        // SAFETY: `load` fills the planes with levels (0..=255 from bytes, zeros past a short
+        // tail), and every op maps levels to levels.
+        unsafe {
+            for op in ops {
+                apply_block(&mut planes, op, mean);
+            }
+            if want_sum {
+                total += luma_block_sum(&planes, px.len() / 3);
+            }
+            if !ops.is_empty() {
+                planes.store(px);
+            }
         }
     }
     total
@@ -179,43 +183,54 @@ fn chain_pass_impl(buf: &mut [u8], ops: &[PixelOp], mean: f32, want_sum: bool) -
 
 /// Sum of the truncated grey levels of the first `n` pixels of a block (integers, so the
 /// sum vectorises; a float sum would be one serial chain of adds).
+///
+/// # Safety
+/// The planes must hold levels (`0.0..256.0`).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-fn luma_block_sum(p: &Planes, n: usize) -> u64 {
+unsafe fn luma_block_sum(p: &Planes, n: usize) -> u64 {
     let mut grey = [0u32; BLOCK];
     for i in 0..BLOCK {
-        grey[i] = to_i32(luma_f(p.r[i], p.g[i], p.b[i])) as u32;
+        // SAFETY: the grey of levels is a level (the weights sum to 0.9999).
+        grey[i] = unsafe { level_to_i32(luma_f(p.r[i], p.g[i], p.b[i])) } as u32;
     }
     grey[..n].iter().map(|&g| g as u64).sum()
 }
 
 /// One op over one block; every result is truncated to an integer level, as the uint8
 /// tensor torchvision hands to the next op.
+///
+/// # Safety
+/// The planes must hold levels (`0.0..256.0`); they still do afterwards: blends clamp to
+/// `0..=255`, grey levels are weighted means, and a hue rotation only rearranges the max and
+/// min channel and puts a middle value between them. The conversions rely on it.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-fn apply_block(p: &mut Planes, op: &PixelOp, mean: f32) {
+unsafe fn apply_block(p: &mut Planes, op: &PixelOp, mean: f32) {
+    // The unchecked conversions and `hue_pixel` below take levels, or blends of levels
+    // clamped to 0..=255 (the contract above).
     match *op {
         PixelOp::Brightness { ratio, one_minus } => {
             for plane in [&mut p.r, &mut p.g, &mut p.b] {
                 for v in plane.iter_mut() {
-                    *v = trunc_pos(blend(*v, 0.0, ratio, one_minus));
+                    *v = trunc_level(blend(*v, 0.0, ratio, one_minus));
                 }
             }
         }
         PixelOp::Contrast { ratio, one_minus } => {
             for plane in [&mut p.r, &mut p.g, &mut p.b] {
                 for v in plane.iter_mut() {
-                    *v = trunc_pos(blend(*v, mean, ratio, one_minus));
+                    *v = trunc_level(blend(*v, mean, ratio, one_minus));
                 }
             }
         }
         PixelOp::Saturation { ratio, one_minus } => {
             for i in 0..BLOCK {
                 let (r, g, b) = (p.r[i], p.g[i], p.b[i]);
-                let grey = trunc_pos(luma_f(r, g, b));
-                p.r[i] = trunc_pos(blend(r, grey, ratio, one_minus));
-                p.g[i] = trunc_pos(blend(g, grey, ratio, one_minus));
-                p.b[i] = trunc_pos(blend(b, grey, ratio, one_minus));
+                let grey = trunc_level(luma_f(r, g, b));
+                p.r[i] = trunc_level(blend(r, grey, ratio, one_minus));
+                p.g[i] = trunc_level(blend(g, grey, ratio, one_minus));
+                p.b[i] = trunc_level(blend(b, grey, ratio, one_minus));
             }
         }
         PixelOp::Hue { shift, sectors } => {
@@ -243,7 +258,7 @@ fn apply_block(p: &mut Planes, op: &PixelOp, mean: f32) {
         }
         PixelOp::Grayscale => {
             for i in 0..BLOCK {
-                let grey = trunc_pos(luma_f(p.r[i], p.g[i], p.b[i]));
+                let grey = trunc_level(luma_f(p.r[i], p.g[i], p.b[i]));
                 p.r[i] = grey;
                 p.g[i] = grey;
                 p.b[i] = grey;
@@ -270,8 +285,12 @@ fn apply_block(p: &mut Planes, op: &PixelOp, mean: f32) {
 /// of a boundary) are flagged. Grey pixels (`c = 0`) are never flagged: torchvision returns
 /// them unchanged, as this does. Checked over all 2^24 colours against `hue_torchvision` for
 /// eleven shifts: identical. Branch-free so that a block vectorises.
+///
+/// # Safety
+/// `r`, `g` and `b` must be levels (`0.0..256.0`): the sector index and the middle channel
+/// are then in range for the unchecked conversions.
 #[inline(always)]
-fn hue_pixel(r: f32, g: f32, b: f32, sectors: f32) -> (f32, f32, f32, bool) {
+unsafe fn hue_pixel(r: f32, g: f32, b: f32, sectors: f32) -> (f32, f32, f32, bool) {
     let maxc = fmax(fmax(r, g), b);
     let minc = fmin(fmin(r, g), b);
     let c = maxc - minc;
@@ -289,13 +308,13 @@ fn hue_pixel(r: f32, g: f32, b: f32, sectors: f32) -> (f32, f32, f32, bool) {
     let h = if h >= six { h - six } else { h };
     // The sector (0..=5) and the offset into it, `c·f`. A sector off by a rounding at its
     // boundary gives the same colour: there the middle channel equals `max` or `min`.
-    let sector = fmin(trunc_pos(h / fmax(c, 1.0)), 5.0);
+    let sector = fmin(trunc_level(h / fmax(c, 1.0)), 5.0);
     let cf = fmin(fmax(h - sector * c, 0.0), c);
     // Odd sectors (1, 3, 5) fall from `max`, even ones rise from `min`.
     let odd = sector == 1.0 || sector == 3.0 || sector == 5.0;
     let mid = if odd { maxc - cf } else { minc + cf } * TO_U8_SCALE;
-    let near = c > 0.0 && (mid - trunc_pos(mid + 0.5)).abs() < 2e-3;
-    let mid = trunc_pos(mid);
+    let near = c > 0.0 && (mid - trunc_level(mid + 0.5)).abs() < 2e-3;
+    let mid = trunc_level(mid);
     // torchvision's `_hsv2rgb` table: sector -> (r, g, b) as (v, t, p), (q, v, p), (p, v, t),
     // (p, q, v), (t, p, v), (v, p, q), with v = max, p = min and q, t the middle channel.
     let ro = if sector == 1.0 || sector == 4.0 {
@@ -402,15 +421,18 @@ pub fn grayscale(buf: &mut [u8]) {
 
 /// torchvision `solarize`: invert every value `>= threshold` (DINO uses 128).
 pub fn solarize(buf: &mut [u8], threshold: u8) {
-    let lut: [u8; 256] = std::array::from_fn(|x| {
-        if x as u8 >= threshold {
-            255 - x as u8
-        } else {
-            x as u8
-        }
-    });
+    solarize_bytes(buf, threshold);
+}
+
+simd_dispatch!(
+    /// A compare and a select per byte, which vectorises (a 256-entry table lookup does not).
+    fn solarize_bytes(buf: &mut [u8], threshold: u8) => solarize_impl
+);
+
+#[inline(always)]
+fn solarize_impl(buf: &mut [u8], threshold: u8) {
     for v in buf.iter_mut() {
-        *v = lut[*v as usize];
+        *v = if *v >= threshold { 255 - *v } else { *v };
     }
 }
 

@@ -105,14 +105,20 @@ impl Planes {
     }
 
     /// Interleaves the planes back into up to `BLOCK` pixels, truncating each value to u8
-    /// (torch's float -> uint8 cast; values must already lie in 0.0..256.0).
+    /// (torch's float -> uint8 cast).
+    ///
+    /// # Safety
+    /// Every plane value must lie in `0.0..256.0`.
     #[inline(always)]
-    pub fn store(&self, px: &mut [u8]) {
+    pub unsafe fn store(&self, px: &mut [u8]) {
         let mut bytes = [[0u8; BLOCK]; 3];
         for i in 0..BLOCK {
-            bytes[0][i] = to_i32(self.r[i]) as u8;
-            bytes[1][i] = to_i32(self.g[i]) as u8;
-            bytes[2][i] = to_i32(self.b[i]) as u8;
+            // SAFETY: planes hold values in 0.0..256.0 (this method's contract).
+            unsafe {
+                bytes[0][i] = level_to_i32(self.r[i]) as u8;
+                bytes[1][i] = level_to_i32(self.g[i]) as u8;
+                bytes[2][i] = level_to_i32(self.b[i]) as u8;
+            }
         }
         let mut packed = [0u8; BLOCK * 3];
         for i in 0..BLOCK {
@@ -125,18 +131,33 @@ impl Planes {
     }
 }
 
-/// `x as i32` (truncation) for finite `x` in i32 range, as one vector convert instruction.
+/// `x as i32` (truncation) for an `x` the caller knows to be finite and in i32 range (a
+/// pixel level, or a weighted sum of levels), as one vector convert instruction.
 ///
 /// Rust's `as` casts saturate and map NaN to 0, which LLVM scalarises (a compare and two
-/// `cmov`s per value), and that was most of the cost of the colour kernels. Clamping first
-/// with compare-and-select (one `maxps`/`minps` each; a NaN fails the compare and becomes the
-/// bound) makes the unchecked conversion always defined.
+/// `cmov`s per value). Clamping first would make any float safe at two more instructions
+/// per value; in the colour chain and the blur every value is a level by construction
+/// (loaded from bytes, clamped by each blend, or a max/min/middle channel of levels), so the
+/// pixel kernels state that contract instead of paying for the clamp.
+///
+/// # Safety
+/// `x` must be finite and its truncation must fit in an i32.
 #[inline(always)]
-pub(crate) fn to_i32(x: f32) -> i32 {
-    let x = fmax(x, -2.0e9);
-    let x = fmin(x, 2.0e9);
-    // SAFETY: x is finite (NaN went to a bound) and within i32's range.
+pub(crate) unsafe fn level_to_i32(x: f32) -> i32 {
+    debug_assert!(x.is_finite() && x.abs() < 2.0e9, "{x}");
+    // SAFETY: the caller's contract.
     unsafe { x.to_int_unchecked::<i32>() }
+}
+
+/// `trunc` of a level (see [`level_to_i32`]) as two vector converts (SSE2's `trunc` is a libm
+/// call).
+///
+/// # Safety
+/// As [`level_to_i32`].
+#[inline(always)]
+pub(crate) unsafe fn trunc_level(x: f32) -> f32 {
+    // SAFETY: the caller's contract.
+    unsafe { level_to_i32(x) as f32 }
 }
 
 /// `max` as one `maxps`: the larger of `a` and `b`, or `b` when either is NaN (`f32::max`
@@ -160,12 +181,6 @@ pub(crate) fn fmin(a: f32, b: f32) -> f32 {
     }
 }
 
-/// `trunc` for floats in the i32 range, as vector converts (SSE2's `trunc` is a libm call).
-#[inline(always)]
-pub(crate) fn trunc_pos(x: f32) -> f32 {
-    to_i32(x) as f32
-}
-
 /// Round half to even (`torch.round`) for 0 <= x < 2^23, by the 2^23 magic-number trick,
 /// which uses the FPU's default rounding mode and vectorises.
 #[inline(always)]
@@ -182,10 +197,9 @@ mod tests {
     fn helpers_match_std() {
         for x in [0.0f32, 0.4, 0.5, 1.5, 2.5, 2.6, 254.5, 255.49, 3.999_999_8] {
             assert_eq!(round_even_pos(x), x.round_ties_even(), "{x}");
-            assert_eq!(trunc_pos(x), x.trunc());
+            // SAFETY: small finite values.
+            assert_eq!(unsafe { trunc_level(x) }, x.trunc());
         }
-        assert_eq!(to_i32(f32::NAN), -2_000_000_000);
-        assert_eq!(to_i32(1e20), 2_000_000_000);
-        assert_eq!(to_i32(-3.7), -3);
+        assert_eq!(unsafe { level_to_i32(-3.7) }, -3);
     }
 }
