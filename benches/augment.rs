@@ -6,6 +6,9 @@
 //! Inputs are procedural (smooth gradients, hard edges and noise, JPEG-encoded in setup) so the
 //! bench needs no network or data files.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use dino_stream::augment::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, hflip,
