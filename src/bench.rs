@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::augment::AugmentConfig;
+use crate::augment::{AugmentConfig, MultiCrop};
 use crate::batch::{Batch, Cursor};
 use crate::config::PipelineConfig;
 use crate::decode::decode_image;
+use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::pipeline::{worker_count, Pipeline};
-use crate::source::{OpenedSource, Payload};
+use crate::source::{IndexedSource, OpenedSource, Payload};
 use crate::train::engine::{select_device, Engine};
 
 /// Runs the pipeline without a trainer for `seconds`, then decode alone on the same files.
@@ -82,36 +83,71 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
         return Ok(());
     };
     let workers = worker_count(cfg.decode.workers);
-    let next = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
+    let max_pixels = cfg.decode.max_pixels;
+    let decode_ips = timed_loop(workers, seconds, src.len(), || {
+        let src = src.clone();
+        move |id| decode_frame(src.as_ref(), id, max_pixels).is_some()
+    });
+    println!("decode-only: {decode_ips:.1} images/s with {workers} workers");
+    println!(
+        "ratio pipeline/decode-only: {:.3}",
+        ips / decode_ips.max(1e-9)
+    );
+    // The per-core cost without scheduling in the way: one thread decodes and multi-crops
+    // each image in turn, like one PIL dataloader worker (bench_pil_recipe.py).
+    let seed = cfg.train.seed;
+    let serial_ips = timed_loop(1, seconds, src.len(), || {
+        let src = src.clone();
+        let mut multicrop = MultiCrop::new(&cfg.augment, seed);
+        let mut global = vec![0u8; AugmentConfig::GLOBAL_CROPS * cfg.augment.global_bytes()];
+        let mut local = vec![0u8; cfg.augment.local_crops * cfg.augment.local_bytes()];
+        move |id| {
+            decode_frame(src.as_ref(), id, max_pixels).is_some_and(|frame| {
+                multicrop
+                    .apply(&frame, 0, id, &mut global, &mut local)
+                    .is_ok()
+            })
+        }
+    });
+    println!("decode+augment on one core, serially: {serial_ips:.1} images/s");
+    Ok(())
+}
+
+/// The frame of sample `id`, decoded if the source holds encoded bytes; `None` on any error.
+fn decode_frame(src: &dyn IndexedSource, id: u64, max_pixels: u64) -> Option<Frame> {
+    match src.read(id).ok()? {
+        Payload::Encoded(bytes) => decode_image(&bytes, max_pixels).ok(),
+        Payload::Decoded(frame) => Some(frame),
+    }
+}
+
+/// Successful items per second of `workers` threads running for `seconds`, each with its own
+/// closure from `make`, called on successive sample ids (wrapping at `len`).
+fn timed_loop<W: FnMut(u64) -> bool + Send>(
+    workers: usize,
+    seconds: f64,
+    len: u64,
+    make: impl Fn() -> W + Sync,
+) -> f64 {
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let t = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..workers {
-            let (src, next, done) = (src.clone(), next.clone(), done.clone());
-            let max_pixels = cfg.decode.max_pixels;
+            let mut work = make();
+            let (next, done) = (&next, &done);
             s.spawn(move || {
                 while Instant::now() < deadline {
-                    let id = next.fetch_add(1, Ordering::Relaxed) % src.len();
-                    let ok = match src.read(id) {
-                        Ok(Payload::Encoded(b)) => decode_image(&b, max_pixels).is_ok(),
-                        Ok(Payload::Decoded(_)) => true,
-                        Err(_) => false,
-                    };
-                    if ok {
+                    let id = next.fetch_add(1, Ordering::Relaxed) % len.max(1);
+                    if work(id) {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             });
         }
     });
-    let decode_ips = done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
-    println!("decode-only: {decode_ips:.1} images/s with {workers} workers");
-    println!(
-        "ratio pipeline/decode-only: {:.3}",
-        ips / decode_ips.max(1e-9)
-    );
-    Ok(())
+    done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64()
 }
 
 /// Times training steps on synthetic batches.

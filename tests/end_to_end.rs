@@ -394,3 +394,49 @@ fn idx_training_then_knn_evaluation() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("k-NN accuracy (k=5, T=0.07) of"), "{t}");
 }
+
+/// `bench pipeline` prints every figure the speed notes quote (pipeline, per-stage, decode-only,
+/// their ratio, and the serial one-core decode + multi-crop), each a positive rate. Speed itself
+/// is measured in benchmarks, not asserted here.
+#[test]
+fn bench_pipeline_reports_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    write_jpeg_folder(&dir.path().join("data"), 2, 4, 48);
+    let source = format!(
+        "type = \"image_folder\"\npath = \"{}\"",
+        dir.path().join("data").display()
+    );
+    let pipeline = tiny_pipeline(dir.path(), &source, "");
+    let out = run_in(
+        dir.path(),
+        &[
+            "bench",
+            "pipeline",
+            pipeline.to_str().unwrap(),
+            "--seconds",
+            "1",
+        ],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let rate = |prefix: &str| -> f64 {
+        let line = t
+            .lines()
+            .map(str::trim_start)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{t}"));
+        let number = line[prefix.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no number after {prefix:?}: {line}"));
+        assert!(number > 0.0, "{line}");
+        number
+    };
+    rate("pipeline:");
+    rate("decode ");
+    rate("augment ");
+    rate("decode-only:");
+    rate("ratio pipeline/decode-only:");
+    rate("decode+augment on one core, serially:");
+}

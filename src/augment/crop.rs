@@ -305,7 +305,11 @@ mod tests {
                 for x in 0..w {
                     let src = (y * w + (w - 1 - x)) * 3;
                     let dst = (y * w + x) * 3;
-                    assert_eq!(flipped[dst..dst + 3], img[src..src + 3], "w {w} y {y} x {x}");
+                    assert_eq!(
+                        flipped[dst..dst + 3],
+                        img[src..src + 3],
+                        "w {w} y {y} x {x}"
+                    );
                 }
             }
         }
