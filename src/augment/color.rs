@@ -10,7 +10,7 @@
 //! uint8 truncation torchvision applies between ops, and the block is stored once. Contrast
 //! needs the mean grey level of the image as it stands when contrast runs, so a chain with
 //! contrast takes two passes: the ops before it (summing grey levels on the way), then the
-//! rest. Solarize, a per-value table, stays separate.
+//! rest. Solarize, a per-value compare and select, stays separate (it follows the blur).
 
 use super::simd::{fmax, fmin, level_to_i32, simd_dispatch, trunc_level, Planes, BLOCK};
 use super::AugmentConfig;
