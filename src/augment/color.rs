@@ -234,6 +234,15 @@ unsafe fn apply_block(p: &mut Planes, op: &PixelOp, mean: f32) {
             }
         }
         PixelOp::Hue { shift, sectors } => {
+            // `PixelOp::hue` makes `sectors` lie in 0..6; a hand-built op may hold anything,
+            // and the sector index must stay small for the unchecked conversions.
+            let sectors = if (0.0..6.0).contains(&sectors) {
+                sectors // the usual case: one compare per block, no libm call
+            } else if sectors.is_finite() {
+                sectors.rem_euclid(6.0)
+            } else {
+                0.0
+            };
             let input = (p.r, p.g, p.b);
             let mut near = [0u32; BLOCK];
             for i in 0..BLOCK {
@@ -615,6 +624,30 @@ mod tests {
             apply_ops(&mut single, std::slice::from_ref(op));
         }
         assert_eq!(fused, single);
+    }
+
+    #[test]
+    fn hand_built_hue_ops_with_any_sector_value_stay_in_range() {
+        // The public fields let a caller build a hue op `PixelOp::hue` would never make; the
+        // kernel folds the sector count into 0..6 (non-finite: no rotation) instead of
+        // converting an out-of-range float.
+        let img: Vec<u8> = (0..64 * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let by = |sectors: f32| {
+            let mut v = img.clone();
+            apply_ops(
+                &mut v,
+                &[PixelOp::Hue {
+                    shift: 0.0,
+                    sectors,
+                }],
+            );
+            v
+        };
+        assert_eq!(by(f32::NAN), img);
+        assert_eq!(by(f32::INFINITY), img);
+        assert_eq!(by(6.0 + 1.5), by(1.5));
+        assert_eq!(by(-4.5), by(1.5));
+        assert_eq!(by(1e30), by(1e30f32.rem_euclid(6.0)));
     }
 
     #[test]
