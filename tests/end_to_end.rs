@@ -23,7 +23,7 @@ fn folder_run_checkpoints_skips_corrupt_files_and_resumes() {
     let images = dir.path().join("images");
     write_jpeg_folder(&images, 3, 12, 40);
     corrupt_files(&images);
-    let src = format!("type = \"image_folder\"\npath = \"{}\"", images.display());
+    let src = image_folder_source(&images);
     let pipeline = tiny_pipeline(dir.path(), &src, "");
     let p = pipeline.to_str().unwrap();
 
@@ -81,7 +81,7 @@ fn a_resumed_run_reproduces_the_uninterrupted_losses_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");
     write_jpeg_folder(&images, 2, 10, 36);
-    let src = format!("type = \"image_folder\"\npath = \"{}\"", images.display());
+    let src = image_folder_source(&images);
 
     // Uninterrupted: 6 steps (2 epochs of 20 samples = 2 steps each, so this crosses epochs).
     let a = tempfile::tempdir().unwrap();
@@ -283,7 +283,7 @@ fn cache_build_verify_train_and_detect_a_flipped_bit() {
     let images = dir.path().join("images");
     write_jpeg_folder(&images, 2, 10, 40);
     corrupt_files(&images);
-    let src = format!("type = \"image_folder\"\npath = \"{}\"", images.display());
+    let src = image_folder_source(&images);
     let pipeline = tiny_pipeline(dir.path(), &src, "");
     let cache = dir.path().join("cache");
     let out = run_in(
@@ -402,10 +402,7 @@ fn idx_training_then_knn_evaluation() {
 fn bench_pipeline_reports_every_figure() {
     let dir = tempfile::tempdir().unwrap();
     write_jpeg_folder(&dir.path().join("data"), 2, 4, 48);
-    let source = format!(
-        "type = \"image_folder\"\npath = \"{}\"",
-        dir.path().join("data").display()
-    );
+    let source = image_folder_source(&dir.path().join("data"));
     let pipeline = tiny_pipeline(dir.path(), &source, "");
     let out = run_in(
         dir.path(),

@@ -18,7 +18,7 @@ fn config(
     decode: usize,
     augment: usize,
 ) -> PipelineConfig {
-    let src = format!("type = \"image_folder\"\npath = \"{}\"", images.display());
+    let src = common::image_folder_source(images);
     let path = common::tiny_pipeline(dir, &src, "");
     let sets = vec![
         format!("decode.workers={decode}"),

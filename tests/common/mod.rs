@@ -69,6 +69,11 @@ pub fn write_jpeg_folder(root: &Path, classes: u32, per_class: u32, size: u32) {
     }
 }
 
+/// The `[source]` body of an image folder at `root`.
+pub fn image_folder_source(root: &Path) -> String {
+    format!("type = \"image_folder\"\npath = \"{}\"", root.display())
+}
+
 /// A tiny model and recipe so a step takes milliseconds; `source` is the `[source]` body.
 pub fn tiny_pipeline(dir: &Path, source: &str, extra: &str) -> PathBuf {
     let text = format!(
