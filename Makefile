@@ -31,10 +31,18 @@ apt:
 
 venv: $(VENV)/.installed
 
+# torch's CUDA wheels are about 3.5 GB to download and 5 GB installed. --no-cache-dir keeps pip
+# from leaving a second copy of every wheel in ~/.cache/pip (a CI run once ran out of disk here).
+VENV_NEEDS_GB := 9
+
 $(VENV)/.installed: requirements.txt
 	@test -x $(PYTHON) || python3 -m venv $(VENV)
-	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q -r requirements.txt
+	@free_gb=$$(df -Pk $(VENV) | awk 'NR == 2 {print int($$4 / 1048576)}'); \
+	if [ "$$free_gb" -lt $(VENV_NEEDS_GB) ]; then \
+		echo "warning: $$free_gb GB free on the disk of $(VENV); installing torch==2.11.0 needs about $(VENV_NEEDS_GB) GB at its peak" >&2; \
+	fi
+	$(PYTHON) -m pip install -q --no-cache-dir --upgrade pip
+	$(PYTHON) -m pip install -q --no-cache-dir -r requirements.txt
 	touch $@
 
 build: setup
