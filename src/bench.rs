@@ -66,8 +66,19 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     pipeline.shutdown();
     let crops_per_image = AugmentConfig::GLOBAL_CROPS + cfg.augment.local_crops;
     let ips = images as f64 / elapsed;
-    println!("pipeline: {ips:.1} images/s, {:.1} crops/s over {elapsed:.1}s ({} decode, {} augment workers)",
-        ips * crops_per_image as f64, worker_count(cfg.decode.workers), worker_count(cfg.augment.workers));
+    let augment_workers = worker_count(cfg.augment.workers);
+    let layout = if cfg.decode.inline() {
+        format!("{augment_workers} augment workers, each decoding its own images")
+    } else {
+        format!(
+            "{} decode, {augment_workers} augment workers",
+            cfg.decode.workers
+        )
+    };
+    println!(
+        "pipeline: {ips:.1} images/s, {:.1} crops/s over {elapsed:.1}s ({layout})",
+        ips * crops_per_image as f64
+    );
     for (name, items, busy) in &stats {
         if *busy > 0.0 {
             println!(
@@ -82,7 +93,12 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
         println!("decode-only: not measured for stream sources (decode happens in the source)");
         return Ok(());
     };
-    let workers = worker_count(cfg.decode.workers);
+    // As many decoding threads as the pipeline has: its decode pool, or its augment workers.
+    let workers = if cfg.decode.inline() {
+        augment_workers
+    } else {
+        cfg.decode.workers
+    };
     let max_pixels = cfg.decode.max_pixels;
     let decode_ips = timed_loop(workers, seconds, src.len(), || {
         let src = src.clone();

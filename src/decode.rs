@@ -17,9 +17,12 @@ use crate::frame::Frame;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecodeConfig {
-    /// Decode worker threads; 0 means one per CPU core.
+    /// Decode threads in a pool of their own. 0 (the default) gives decode no threads: each
+    /// augment worker decodes its own images, bytes to crops on one core, which saves a thread
+    /// hop and a cold read of every frame (measured faster; docs/ARCHITECTURE.md).
     pub workers: usize,
-    /// Capacity of the channel from the source to the decode pool, in samples.
+    /// Capacity of the channel from the source to the decode pool (or, with decode inline, to
+    /// the augment workers), in samples.
     pub channel_capacity: usize,
     /// Largest image accepted, in pixels (width × height); larger headers are refused before
     /// any pixel buffer is allocated, so a decompression bomb cannot exhaust memory.
@@ -37,6 +40,11 @@ impl Default for DecodeConfig {
 }
 
 impl DecodeConfig {
+    /// Whether decoding runs inside the augment workers (`workers = 0`).
+    pub fn inline(&self) -> bool {
+        self.workers == 0
+    }
+
     pub fn validate(&self, problems: &mut Problems) {
         problems.check(self.channel_capacity > 0, "decode.channel_capacity", || {
             "must be > 0".into()

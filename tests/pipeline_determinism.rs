@@ -1,6 +1,7 @@
 //! The data pipeline's output depends only on (seed, epoch, sample id): 1 or 3 augment workers
-//! (and 1 or 2 decode workers) give byte-identical batches in the same order, across epochs,
-//! with unreadable files in the stream and a resume from a mid-epoch cursor.
+//! (and 1 or 2 decode workers, or decoding inside the augment workers) give byte-identical
+//! batches in the same order, across epochs, with unreadable files in the stream and a resume
+//! from a mid-epoch cursor.
 
 mod common;
 
@@ -66,15 +67,19 @@ fn batches_are_identical_for_any_worker_count_and_after_resume() {
     // 28 files, 27 readable, batch 8: 3 batches per epoch; take 3 epochs' worth.
     let one = batches(&config(dir.path(), &images, 1, 1), Cursor::default(), 9);
     let many = batches(&config(dir.path(), &images, 2, 3), Cursor::default(), 9);
+    // decode.workers = 0: each augment worker decodes its own images.
+    let inline = batches(&config(dir.path(), &images, 0, 3), Cursor::default(), 9);
     assert_eq!(one.len(), 9);
-    assert_eq!(many.len(), 9);
-    for (i, (a, b)) in one.iter().zip(&many).enumerate() {
-        assert_eq!((a.epoch, a.next), (b.epoch, b.next), "batch {i}");
-        assert!(
-            a.global == b.global && a.local == b.local,
-            "batch {i}: crops differ between 1 and 3 workers"
-        );
-        assert_eq!(a.labels, b.labels, "batch {i}");
+    for (layout, other) in [("2 decode + 3 augment", &many), ("3 inline", &inline)] {
+        assert_eq!(other.len(), 9, "{layout}");
+        for (i, (a, b)) in one.iter().zip(other).enumerate() {
+            assert_eq!((a.epoch, a.next), (b.epoch, b.next), "{layout}: batch {i}");
+            assert!(
+                a.global == b.global && a.local == b.local,
+                "{layout}: batch {i}: crops differ from 1 decode + 1 augment worker"
+            );
+            assert_eq!(a.labels, b.labels, "{layout}: batch {i}");
+        }
     }
     assert_eq!(
         one.iter().map(|b| b.epoch).collect::<Vec<_>>(),

@@ -1,6 +1,8 @@
-//! The dataflow: source → decode pool → augment pool → batcher → (trainer), every link a bounded
-//! channel. Stages are OS threads that own their scratch buffers; shutdown is the consumer going
-//! away (closing its input) or the source running out (dropping its sender).
+//! The dataflow: source → augment pool (each worker decoding its own images) → batcher →
+//! (trainer), or source → decode pool → augment pool → … when `decode.workers` asks for a
+//! decode pool; every link a bounded channel. Stages are OS threads that own their scratch
+//! buffers; shutdown is the consumer going away (closing its input) or the source running out
+//! (dropping its sender).
 
 pub mod batcher;
 pub mod channel;
@@ -20,7 +22,7 @@ pub use batcher::Batcher;
 pub use channel::{bounded, Closed, Rx, Tx};
 pub use crops::{CropPool, Crops};
 pub use gate::ReorderGate;
-pub use pool::{spawn_pool, worker_count};
+pub use pool::{spawn_pool, worker_count, Lap};
 pub use skips::SkipLog;
 
 use crate::augment::{AugmentConfig, MultiCrop};
@@ -97,6 +99,75 @@ pub struct Augmented {
     pub crops: Option<Crops>,
 }
 
+/// Bytes to a frame: the decode stage's work, run by the decode pool or inline by each augment
+/// worker (`decode.workers = 0`). A frame that fails to decode is skipped and counted here.
+#[derive(Clone)]
+struct DecodeStep {
+    max_pixels: u64,
+    skips: Arc<SkipLog>,
+}
+
+impl DecodeStep {
+    fn run(&self, s: Sourced) -> Decoded {
+        let frame = match s.payload {
+            None => None,
+            Some(Payload::Decoded(f)) => Some(f),
+            Some(Payload::Encoded(bytes)) => match decode_image(&bytes, self.max_pixels) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    self.skips.skip("decode", &s.origin, &e.to_string());
+                    None
+                }
+            },
+        };
+        Decoded {
+            meta: s.meta,
+            frame,
+        }
+    }
+}
+
+/// A frame to its multi-crop: one augment worker's engine with its scratch, and the shared pool
+/// of crop buffers.
+struct AugmentStep {
+    multicrop: MultiCrop,
+    pool: CropPool,
+    skips: Arc<SkipLog>,
+}
+
+impl AugmentStep {
+    fn new(cfg: &AugmentConfig, seed: u64, pool: CropPool, skips: Arc<SkipLog>) -> Self {
+        AugmentStep {
+            multicrop: MultiCrop::new(cfg, seed),
+            pool,
+            skips,
+        }
+    }
+
+    fn run(&mut self, d: Decoded) -> Augmented {
+        let crops = d.frame.and_then(|frame| {
+            let mut crops = self.pool.take();
+            let (epoch, id) = (d.meta.epoch, d.meta.id);
+            match self
+                .multicrop
+                .apply(&frame, epoch, id, &mut crops.global, &mut crops.local)
+            {
+                Ok(()) => Some(crops),
+                Err(e) => {
+                    self.pool.give(crops);
+                    self.skips
+                        .skip("augment", &format!("sample {id}"), &e.to_string());
+                    None
+                }
+            }
+        });
+        Augmented {
+            meta: d.meta,
+            crops,
+        }
+    }
+}
+
 /// A running data pipeline: the batches, and the threads to join.
 pub struct Pipeline {
     pub batches: Rx<Batch>,
@@ -119,7 +190,6 @@ impl Pipeline {
         let seed = cfg.train.seed;
         let gate = ReorderGate::new(cfg.batcher.reorder_window);
         let (src_tx, src_rx) = bounded::<Sourced>("source", cfg.decode.channel_capacity, metrics);
-        let (dec_tx, dec_rx) = bounded::<Decoded>("decode", cfg.augment.channel_capacity, metrics);
         let (aug_tx, aug_rx) =
             bounded::<Augmented>("augment", cfg.augment.channel_capacity, metrics);
         let (batch_tx, batch_rx) = bounded::<Batch>("batch", cfg.batcher.channel_capacity, metrics);
@@ -137,83 +207,73 @@ impl Pipeline {
             stop.clone(),
         ));
 
-        let max_pixels = cfg.decode.max_pixels;
-        let decode_skips = skips.clone();
-        threads.extend(spawn_pool(
-            "decode",
-            worker_count(cfg.decode.workers),
-            src_rx,
-            dec_tx,
-            metrics,
-            move |_| {
-                let skips = decode_skips.clone();
-                move |s: Sourced| {
-                    let frame = match s.payload {
-                        None => None,
-                        Some(Payload::Decoded(f)) => Some(f),
-                        Some(Payload::Encoded(bytes)) => match decode_image(&bytes, max_pixels) {
-                            Ok(f) => Some(f),
-                            Err(e) => {
-                                skips.skip("decode", &s.origin, &e.to_string());
-                                None
-                            }
-                        },
-                    };
-                    Decoded {
-                        meta: s.meta,
-                        frame,
-                    }
-                }
-            },
-        ));
-
-        let augment_cfg = cfg.augment.clone();
-        let augment_skips = skips.clone();
+        let decode = DecodeStep {
+            max_pixels: cfg.decode.max_pixels,
+            skips: skips.clone(),
+        };
         let augment_workers = worker_count(cfg.augment.workers);
         // Crop buffers circulate: a whole batch's worth comes back at once when the batcher
         // collates, and each worker holds one while it works.
         let pool = CropPool::new(
             cfg.train.batch_size + 2 * augment_workers + 2,
-            AugmentConfig::GLOBAL_CROPS * augment_cfg.global_bytes(),
-            augment_cfg.local_crops * augment_cfg.local_bytes(),
+            AugmentConfig::GLOBAL_CROPS * cfg.augment.global_bytes(),
+            cfg.augment.local_crops * cfg.augment.local_bytes(),
         );
+        let (augment_cfg, augment_skips) = (cfg.augment.clone(), skips.clone());
         let augment_pool = pool.clone();
-        threads.extend(spawn_pool(
-            "augment",
-            augment_workers,
-            dec_rx,
-            aug_tx,
-            metrics,
-            move |_| {
-                let mut multicrop = MultiCrop::new(&augment_cfg, seed);
-                let skips = augment_skips.clone();
-                let pool = augment_pool.clone();
-                move |d: Decoded| {
-                    let crops = d.frame.and_then(|frame| {
-                        let mut crops = pool.take();
-                        let (epoch, id) = (d.meta.epoch, d.meta.id);
-                        match multicrop.apply(
-                            &frame,
-                            epoch,
-                            id,
-                            &mut crops.global,
-                            &mut crops.local,
-                        ) {
-                            Ok(()) => Some(crops),
-                            Err(e) => {
-                                pool.give(crops);
-                                skips.skip("augment", &format!("sample {id}"), &e.to_string());
-                                None
-                            }
-                        }
-                    });
-                    Augmented {
-                        meta: d.meta,
-                        crops,
+        let new_augment = move || {
+            AugmentStep::new(
+                &augment_cfg,
+                seed,
+                augment_pool.clone(),
+                augment_skips.clone(),
+            )
+        };
+        if cfg.decode.inline() {
+            // Each augment worker takes its image from bytes to crops on one core: no thread
+            // hop, and the frame is still in that core's cache when the crops read it.
+            threads.extend(spawn_pool(
+                "augment",
+                augment_workers,
+                src_rx,
+                aug_tx,
+                metrics,
+                move |_| {
+                    let decode = decode.clone();
+                    let mut augment = new_augment();
+                    move |s: Sourced, lap: &mut Lap| {
+                        let decoded = decode.run(s);
+                        lap.book("decode");
+                        augment.run(decoded)
                     }
-                }
-            },
-        ));
+                },
+            ));
+        } else {
+            let (dec_tx, dec_rx) =
+                bounded::<Decoded>("decode", cfg.augment.channel_capacity, metrics);
+            threads.extend(spawn_pool(
+                "decode",
+                cfg.decode.workers,
+                src_rx,
+                dec_tx,
+                metrics,
+                move |_| {
+                    let decode = decode.clone();
+                    move |s: Sourced, _: &mut Lap| decode.run(s)
+                },
+            ));
+            threads.extend(spawn_pool(
+                "augment",
+                augment_workers,
+                dec_rx,
+                aug_tx,
+                metrics,
+                move |_| {
+                    let mut augment = new_augment();
+                    move |d: Decoded, _: &mut Lap| augment.run(d)
+                },
+            ));
+        }
 
         let batcher = Batcher::new(cfg.train.batch_size, &cfg.augment, pool);
         let batcher_metrics = metrics.clone();

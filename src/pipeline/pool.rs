@@ -1,6 +1,8 @@
 //! A pool of worker threads between two channels: the one piece of plumbing every CPU stage
 //! (decode, augment) shares. Workers own their scratch state, count busy and waiting time, and
-//! stop when their input ends or their output is closed.
+//! stop when their input ends or their output is closed. A worker that also runs an earlier
+//! stage's work inline (decode inside augment) books that part to the earlier stage through
+//! its [`Lap`], so each stage's metrics mean the same whichever threads do the work.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -56,6 +58,41 @@ impl Drop for StageCounters {
     }
 }
 
+/// A worker's clock for the item in hand: [`Lap::book`] charges the time since the item arrived
+/// (or since the last booking) to another stage; the pool charges the rest to its own.
+pub struct Lap {
+    start: Instant,
+    metrics: Arc<Metrics>,
+    booked: Vec<(&'static str, StageCounters)>,
+}
+
+impl Lap {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        Lap {
+            start: Instant::now(),
+            metrics,
+            booked: Vec::new(),
+        }
+    }
+
+    /// Books the work done so far on this item as one item of `stage`, busy all along (it
+    /// waited on no channel of its own).
+    pub fn book(&mut self, stage: &'static str) {
+        let now = Instant::now();
+        let busy = (now - self.start).as_secs_f64();
+        self.start = now;
+        let i = match self.booked.iter().position(|(name, _)| *name == stage) {
+            Some(i) => i,
+            None => {
+                self.booked
+                    .push((stage, StageCounters::new(stage, &self.metrics)));
+                self.booked.len() - 1
+            }
+        };
+        self.booked[i].1.record(busy, 0.0);
+    }
+}
+
 /// Runs `workers` threads named `{stage}-{i}`, each with its own work function from
 /// `make_worker(i)`, moving items from `input` to `output`.
 pub fn spawn_pool<I, O, W, F>(
@@ -69,7 +106,7 @@ pub fn spawn_pool<I, O, W, F>(
 where
     I: Send + 'static,
     O: Send + 'static,
-    W: FnMut(I) -> O + Send + 'static,
+    W: FnMut(I, &mut Lap) -> O + Send + 'static,
     F: Fn(usize) -> W,
 {
     (0..workers.max(1))
@@ -82,11 +119,13 @@ where
                 .name(format!("{stage}-{i}"))
                 .spawn(move || {
                     let mut counters = StageCounters::new(stage, &metrics);
+                    let mut lap = Lap::new(metrics);
                     loop {
                         let t0 = Instant::now();
                         let Some(item) = input.recv() else { break };
                         let t1 = Instant::now();
-                        let out = work(item);
+                        lap.start = t1;
+                        let out = work(item, &mut lap);
                         let t2 = Instant::now();
                         if output.send(out).is_err() {
                             input.close();
@@ -94,7 +133,7 @@ where
                         }
                         let t3 = Instant::now();
                         counters.record(
-                            (t2 - t1).as_secs_f64(),
+                            (t2 - lap.start).as_secs_f64(),
                             ((t1 - t0) + (t3 - t2)).as_secs_f64(),
                         );
                     }
@@ -110,5 +149,55 @@ pub fn worker_count(configured: usize) -> usize {
         configured
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::channel::bounded;
+    use std::time::Duration;
+
+    /// A worker that books its first part to "decode" leaves that time out of its own stage:
+    /// each stage counts every item once and only its own busy time.
+    #[test]
+    fn booked_time_goes_to_the_earlier_stage_only() {
+        let metrics = Metrics::new();
+        let (in_tx, in_rx) = bounded::<u32>("test-in", 8, &metrics);
+        let (out_tx, out_rx) = bounded::<u32>("test-out", 8, &metrics);
+        let threads = spawn_pool("augment", 2, in_rx, out_tx, &metrics, |_| {
+            |x: u32, lap: &mut Lap| {
+                std::thread::sleep(Duration::from_millis(30));
+                lap.book("decode");
+                x + 1
+            }
+        });
+        for x in 0..6 {
+            in_tx.send(x).unwrap();
+        }
+        drop(in_tx);
+        let mut out: Vec<u32> = std::iter::from_fn(|| out_rx.recv()).collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        out.sort();
+        assert_eq!(out, vec![1, 2, 3, 4, 5, 6]);
+        let items = |s: &str| metrics.stage_items.with_label_values(&[s]).get();
+        let busy = |s: &str| metrics.stage_busy_seconds.with_label_values(&[s]).get();
+        let wait = |s: &str| metrics.stage_wait_seconds.with_label_values(&[s]).get();
+        assert_eq!((items("decode"), items("augment")), (6, 6));
+        assert!(
+            busy("decode") >= 6.0 * 0.030,
+            "decode busy {}",
+            busy("decode")
+        );
+        assert!(wait("decode") == 0.0, "decode wait {}", wait("decode"));
+        // The augment part does nothing: its busy time is tiny next to the 180 ms slept.
+        assert!(
+            busy("augment") < busy("decode") / 4.0,
+            "augment busy {} includes the booked decode time {}",
+            busy("augment"),
+            busy("decode")
+        );
     }
 }

@@ -1,6 +1,6 @@
 """Throughput of DINO's official augmentation recipe (PIL + torchvision) on one core.
 
-Usage: bench_pil_recipe.py JPEG_DIR [--seconds S] [--local-crops N]
+Usage: bench_pil_recipe.py JPEG_DIR [--seconds S] [--local-crops N] [--workers W]
 
 `DataAugmentationDINO`, `GaussianBlur` and `Solarization` below are copied from the DINO
 repository (facebookresearch/dino, main_dino.py and utils.py) so the figure is the recipe
@@ -12,10 +12,14 @@ view 2, ToTensor + Normalize, 2x224 + 8x96 crops. Loading is DINO's `pil_loader`
 Prints images/s for decode alone, augment alone (on pre-decoded images) and decode + augment
 (the per-sample cost of a DINO dataloader worker), all with one thread, so the figures
 compare per core with `dino-stream bench pipeline` run with one decode and one augment worker.
+With `--workers W` (W > 1) it also runs decode + augment in W processes at once, as a
+DataLoader with W workers does, for the figure that compares with the whole pipeline using
+every core (the tensors are not sent back to a main process, which flatters PIL).
 """
 
 import argparse
 import io
+import multiprocessing
 import os
 import random
 import time
@@ -119,11 +123,33 @@ def rate(fn, items, seconds):
     return n / (time.perf_counter() - t0)
 
 
+def worker_rate(aug, blobs, seconds, seed, out):
+    """One DataLoader-like worker process: decode + augment for `seconds`; puts items/s."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    out.put(rate(lambda b: aug(pil_loader(b)), blobs, seconds))
+
+
+def parallel_rate(aug, blobs, seconds, workers):
+    """Summed decode + augment images/s of `workers` processes running at the same time."""
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=worker_rate, args=(aug, blobs, seconds, i, out))
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    rates = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(rates)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("dir", type=Path)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--local-crops", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(1)
     random.seed(0)
@@ -143,6 +169,10 @@ def main() -> None:
     print(f"PIL recipe augment-only: {augr:.1f} images/s")
     full = rate(lambda b: aug(load(b)), blobs, a.seconds / 3)
     print(f"PIL recipe decode+augment: {full:.1f} images/s per core")
+    if a.workers > 1:
+        par = parallel_rate(aug, blobs, a.seconds / 3, a.workers)
+        print(f"PIL recipe decode+augment in {a.workers} worker processes: {par:.1f} images/s "
+              f"({par / a.workers:.1f} per worker)")
 
 
 if __name__ == "__main__":
