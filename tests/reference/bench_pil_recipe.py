@@ -11,7 +11,8 @@ view 2, ToTensor + Normalize, 2x224 + 8x96 crops. Loading is DINO's `pil_loader`
 
 Prints images/s for decode alone, augment alone (on pre-decoded images) and decode + augment
 (the per-sample cost of a DINO dataloader worker), all with one thread, so the figures
-compare per core with `dino-stream bench pipeline` run with one decode and one augment worker.
+compare per core with `dino-stream bench pipeline F.toml --set augment.workers=1` (one worker
+decoding its own images) and with its "decode+augment on one core, serially" line.
 With `--workers W` (W > 1) it also runs decode + augment in W processes at once, as a
 DataLoader with W workers does, for the figure that compares with the whole pipeline using
 every core (the tensors are not sent back to a main process, which flatters PIL).
