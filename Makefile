@@ -59,8 +59,15 @@ gpu-bin: setup
 run: build
 	$(BIN) run pipelines/quickstart.toml
 
+# The numeric checks run a second time on the AVX2 kernel paths of libtorch (ATen, oneDNN, MKL)
+# and of our own pixel kernels, so a tolerance fitted to one CPU's kernels fails here, on any
+# machine, instead of on the next user's CPU (see docs/ARCHITECTURE.md, "Numeric tests").
+ISA_AVX2 := ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 DINO_STREAM_CPU_ISA=avx2
+NUMERIC_TESTS := --lib --test engine_reference --test augment_reference
+
 test: build
 	cargo test --release --lib --bins --tests -- --test-threads=2
+	$(ISA_AVX2) cargo test --release $(NUMERIC_TESTS) -- --test-threads=2
 
 lint: setup
 	cargo fmt --all -- --check
