@@ -27,13 +27,19 @@ on both sides, so nothing compounds and no piece sees another piece's noise:
 - teacher: DINO's EMA of `state_s`'s teacher towards the engine's student of `state_{s+1}`.
 
 ## Tolerances
-Each is a multiple of the noise floor measured with `--noise`: the same torch computations from
-the same engine states under another thread count and other kernel paths
-(`ATEN_CPU_CAPABILITY=avx2|default`, `DNNL_MAX_CPU_ISA=AVX2`, `MKL_ENABLE_INSTRUCTIONS=AVX2`).
-`NOISE` records the largest share of each tolerance that PyTorch-against-itself used on the
-machines in docs/ARCHITECTURE.md; every tolerance leaves at least 10x room over it. A value
-passes when |rust - torch| <= ATOL + RTOL * |torch| elementwise; for gradients ATOL is relative
-to the tensor's largest |g|, for parameter updates ATOL is in units of the step's lr.
+A value passes when |rust - torch| <= ATOL + RTOL * |torch| + COND_FACTOR * e32 elementwise,
+where e32 is the reference's own float32 error on this machine: the largest distance between
+torch's float32 result and a float64 run of the same piece from the same state. For gradients
+ATOL is relative to the tensor's largest |g|, for parameter updates ATOL is in units of the
+step's lr. Why the e32 term: how well float32 resolves a quantity depends on the kernels, not
+only on the formula. ResNet gradients through BatchNorms over a few values are the case in
+point: PyTorch's own float32 gradients from oneDNN's AVX2 convolution backward differ from its
+AVX-512 path by up to ~2% of the tensor's largest entry (measured on an AMD EPYC with AVX-512,
+`DNNL_MAX_CPU_ISA=AVX2` against the default). Engine and reference run
+the same libtorch kernels, so they share that error; a fixed tolerance wide enough for it would
+hide real bugs everywhere else, while e32 is ~1e-7 relative for well-conditioned quantities and
+adds nothing there. `--noise` reports PyTorch against itself (other thread counts, other kernel
+paths) with these tolerances; docs/ARCHITECTURE.md ("Numeric tests") has the figures.
 
 ## The checks can fail
 After the engine passes, the same checks run against mutated references — a swapped loss sign,
