@@ -131,7 +131,11 @@ fn both_decode_modes_are_deterministic_across_worker_counts() {
         for (layout, other) in [("3 inline", run(0, 3)), ("2 decode + 2 augment", run(2, 2))] {
             assert_eq!(other.len(), 4, "{mode}, {layout}");
             for (i, (a, b)) in one.iter().zip(&other).enumerate() {
-                assert_eq!((a.epoch, a.next), (b.epoch, b.next), "{mode}, {layout}: {i}");
+                assert_eq!(
+                    (a.epoch, a.next),
+                    (b.epoch, b.next),
+                    "{mode}, {layout}: {i}"
+                );
                 assert!(
                     a.global == b.global && a.local == b.local,
                     "{mode}, {layout}: batch {i} differs from 1 decode + 1 augment worker"
@@ -142,7 +146,11 @@ fn both_decode_modes_are_deterministic_across_worker_counts() {
     }
     let (auto, off) = (&by_mode[0], &by_mode[1]);
     for (i, (a, b)) in auto.iter().zip(off).enumerate() {
-        assert_eq!((a.epoch, a.next, &a.labels), (b.epoch, b.next, &b.labels), "batch {i}");
+        assert_eq!(
+            (a.epoch, a.next, &a.labels),
+            (b.epoch, b.next, &b.labels),
+            "batch {i}"
+        );
         assert_ne!(a.global, b.global, "batch {i}: auto decoded at full size");
         let mean = a
             .global
@@ -152,6 +160,9 @@ fn both_decode_modes_are_deterministic_across_worker_counts() {
             .map(|(&x, &y)| x.abs_diff(y) as f64)
             .sum::<f64>()
             / (a.global.len() + a.local.len()) as f64;
-        assert!(mean < 8.0, "batch {i}: auto is {mean:.2} levels from off on average");
+        assert!(
+            mean < 8.0,
+            "batch {i}: auto is {mean:.2} levels from off on average"
+        );
     }
 }

@@ -11,8 +11,12 @@ mod common;
 
 use std::path::Path;
 
-use dino_stream::augment::{AugmentConfig, MultiCrop};
-use dino_stream::decode::{decode_image, DecodeConfig, Reduction, Scale, ScaledDecode};
+use dino_stream::augment::{
+    eval_min_scale, eval_view, eval_view_reduced, AugmentConfig, MultiCrop,
+};
+use dino_stream::decode::{
+    decode_image, decode_reduced, DecodeConfig, Reduction, Scale, ScaledDecode,
+};
 use dino_stream::pipeline::SampleDecoder;
 
 const LIMIT: u64 = 64 * 1024 * 1024;
@@ -181,6 +185,41 @@ fn auto_crops_stay_within_the_documented_bound_of_the_full_size_crops() {
     }
 }
 
+/// The k-NN evaluation view (shorter side to 256, centre 224) of a reduced decode stays within
+/// the same bound of the full-size view.
+#[test]
+fn eval_view_of_a_reduced_decode_stays_within_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = photos(dir.path(), "2000x1500", 1, &[]);
+    files.truncate(4);
+    for (name, bytes) in &files {
+        let full = eval_view(&decode_image(bytes, LIMIT).unwrap(), 224).unwrap();
+        let (frame, reduction) =
+            decode_reduced(bytes, LIMIT, |w, h| eval_min_scale(w, h, 224)).unwrap();
+        assert_eq!(
+            reduction.scale,
+            Scale { num: 1, den: 4 },
+            "{name}: 1500 / 4 >= 256"
+        );
+        let reduced = eval_view_reduced(&frame, &reduction, 224).unwrap();
+        let mean = full
+            .iter()
+            .zip(&reduced)
+            .map(|(&a, &b)| a.abs_diff(b) as f64)
+            .sum::<f64>()
+            / full.len() as f64;
+        let max = full
+            .iter()
+            .zip(&reduced)
+            .map(|(&a, &b)| a.abs_diff(b))
+            .max();
+        assert!(
+            mean <= MEAN_BOUND && max <= Some(MAX_BOUND),
+            "{name}: mean {mean:.2} max {max:?}"
+        );
+    }
+}
+
 /// A progressive JPEG decodes crop-aware like a baseline one (checked against its full decode
 /// in the bound test above); CMYK and truncated JPEGs have no reduced decode and come out
 /// exactly as `decode.scaled = "off"` decodes them, with no reduction.
@@ -237,13 +276,15 @@ fn is_progressive(bytes: &[u8]) -> bool {
 #[ignore = "measurement (~2 min): prints the figures docs/ARCHITECTURE.md quotes"]
 fn print_difference_figures() {
     let dir = tempfile::tempdir().unwrap();
-    let mut photometric_off = AugmentConfig::default();
-    photometric_off.jitter_p = 0.0;
-    photometric_off.grayscale_p = 0.0;
-    photometric_off.blur_p_global1 = 0.0;
-    photometric_off.blur_p_global2 = 0.0;
-    photometric_off.blur_p_local = 0.0;
-    photometric_off.solarize_p = 0.0;
+    let photometric_off = AugmentConfig {
+        jitter_p: 0.0,
+        grayscale_p: 0.0,
+        blur_p_global1: 0.0,
+        blur_p_global2: 0.0,
+        blur_p_local: 0.0,
+        solarize_p: 0.0,
+        ..AugmentConfig::default()
+    };
     for (size, count) in [("500x375", 4), ("2000x1500", 4), ("4000x3000", 2)] {
         let files = photos(dir.path(), size, count, &[]);
         for (recipe, augment) in [

@@ -152,29 +152,13 @@ impl Resampler {
         self.two_pass(&region, window, out_w, out_h, dst)
     }
 
-    /// Resizes the whole frame to `rw × rh` and keeps the window at (`left`, `top`) of size
-    /// `out_w × out_h`, without materialising the full resize: fast_image_resize's fractional
-    /// source crop box gives the same taps as resizing everything and then cropping.
+    /// Resizes the full-size picture to `rw × rh` and keeps the window at (`left`, `top`) of
+    /// size `out_w × out_h`, without materialising the full resize: fast_image_resize's
+    /// fractional source crop box gives the same taps as resizing everything and then cropping.
+    /// The picture is read from `frame`, decoded at `reduction` of it (the window maps into the
+    /// frame; with no reduction the frame is the picture).
     #[allow(clippy::too_many_arguments)]
     pub fn resize_then_crop(
-        &mut self,
-        frame: &Frame,
-        rw: u32,
-        rh: u32,
-        left: u32,
-        top: u32,
-        out_w: u32,
-        out_h: u32,
-        dst: &mut [u8],
-    ) -> Result<(), AugmentError> {
-        let identity = Reduction::identity(frame.width, frame.height);
-        self.resize_then_crop_reduced(frame, &identity, rw, rh, left, top, out_w, out_h, dst)
-    }
-
-    /// [`Resampler::resize_then_crop`] of the full-size picture (`rw × rh` is its resize), read
-    /// from a frame decoded at `reduction` of it: the window maps into the frame.
-    #[allow(clippy::too_many_arguments)]
-    pub fn resize_then_crop_reduced(
         &mut self,
         frame: &Frame,
         reduction: &Reduction,

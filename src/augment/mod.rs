@@ -330,8 +330,7 @@ pub fn eval_view_reduced(
     // shorter = size / 0.875 >= size, so the centre window always fits: no padding case.
     let mut out = vec![0u8; size as usize * size as usize * 3];
     let (left, top) = (center_offset(rw, size), center_offset(rh, size));
-    Resampler::new()
-        .resize_then_crop_reduced(frame, reduction, rw, rh, left, top, size, size, &mut out)?;
+    Resampler::new().resize_then_crop(frame, reduction, rw, rh, left, top, size, size, &mut out)?;
     Ok(out)
 }
 
