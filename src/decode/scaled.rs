@@ -26,7 +26,7 @@ use crate::frame::Frame;
 #[serde(rename_all = "snake_case")]
 pub enum ScaledDecode {
     /// Decode at the smallest fast libjpeg-turbo scale that keeps every crop box at least as
-    /// large as its output (measured: crops within a few levels of the full-size ones, 2x+
+    /// large as its output (measured: crops within a few levels of the full-size ones, ~2x
     /// faster on 2000×1500 photos; docs/ARCHITECTURE.md).
     #[default]
     Auto,
