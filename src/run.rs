@@ -205,7 +205,7 @@ pub fn evaluate_knn(cfg: &PipelineConfig, engine: &Engine) -> anyhow::Result<f64
             key,
             size,
             knn_cfg.batch_size,
-            cfg.decode.max_pixels,
+            &cfg.decode,
             &embed,
         )?)
     };

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tch::{Kind, Tensor};
 
-use crate::augment::eval_view;
-use crate::decode::decode_image;
+use crate::augment::{eval_min_scale, eval_view, eval_view_reduced};
+use crate::decode::{decode_image, decode_reduced, DecodeConfig, ScaledDecode};
 use crate::source::{IndexedSource, OpenedSource, Payload};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,7 @@ pub fn extract(
     name: &str,
     image_size: u32,
     batch_size: usize,
-    max_pixels: u64,
+    decode: &DecodeConfig,
     embed: &dyn Fn(&Tensor) -> Tensor,
 ) -> Result<(Tensor, Tensor, u64), KnnError> {
     let src: Arc<dyn IndexedSource> = match source {
@@ -57,12 +57,11 @@ pub fn extract(
         pixels.clear();
     };
     for id in 0..src.len() {
-        let frame = match src.read(id) {
-            Ok(Payload::Decoded(f)) => Some(f),
-            Ok(Payload::Encoded(bytes)) => decode_image(&bytes, max_pixels).ok(),
+        let view = match src.read(id) {
+            Ok(Payload::Decoded(f)) => eval_view(&f, image_size).ok(),
+            Ok(Payload::Encoded(bytes)) => encoded_view(&bytes, image_size, decode),
             Err(_) => None,
         };
-        let view = frame.and_then(|f| eval_view(&f, image_size).ok());
         let (Some(view), Some(label)) = (view, src.label(id)) else {
             skipped += 1;
             continue;
@@ -82,6 +81,19 @@ pub fn extract(
         Tensor::from_slice(&labels),
         skipped,
     ))
+}
+
+/// The evaluation view of an encoded picture; with `decode.scaled = "auto"` decoded at the
+/// reduction that still leaves its resize a downscale (the same rule as the training crops).
+fn encoded_view(bytes: &[u8], size: u32, decode: &DecodeConfig) -> Option<Vec<u8>> {
+    match decode.scaled {
+        ScaledDecode::Off => eval_view(&decode_image(bytes, decode.max_pixels).ok()?, size).ok(),
+        ScaledDecode::Auto => {
+            let (frame, reduction) =
+                decode_reduced(bytes, decode.max_pixels, |w, h| eval_min_scale(w, h, size)).ok()?;
+            eval_view_reduced(&frame, &reduction, size).ok()
+        }
+    }
 }
 
 /// Top-1 accuracy of weighted k-NN classification of `test` against the `train` bank.

@@ -25,10 +25,12 @@ pub use gate::ReorderGate;
 pub use pool::{spawn_pool, worker_count, Lap};
 pub use skips::SkipLog;
 
-use crate::augment::{AugmentConfig, MultiCrop};
+use crate::augment::{AugmentConfig, CropPlan, MultiCrop};
 use crate::batch::{Batch, Cursor};
 use crate::config::{PipelineConfig, Problems};
-use crate::decode::decode_image;
+use crate::decode::{
+    decode_image, decode_reduced, DecodeConfig, DecodeError, Reduction, ScaledDecode,
+};
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::source::{OpenedSource, Payload};
@@ -91,6 +93,9 @@ pub struct Sourced {
 pub struct Decoded {
     pub meta: SampleMeta,
     pub frame: Option<Frame>,
+    /// How `frame` relates to the full-size picture, and the crops drawn on that picture
+    /// before decoding (crop-aware decoding; `None`: the frame is the picture, crops not drawn).
+    pub reduced: Option<(Reduction, CropPlan)>,
 }
 
 /// Augment → batcher: the sample's crops (`None` when it was skipped).
@@ -103,27 +108,74 @@ pub struct Augmented {
 /// worker (`decode.workers = 0`). A frame that fails to decode is skipped and counted here.
 #[derive(Clone)]
 struct DecodeStep {
-    max_pixels: u64,
+    decoder: SampleDecoder,
     skips: Arc<SkipLog>,
 }
 
 impl DecodeStep {
     fn run(&self, s: Sourced) -> Decoded {
-        let frame = match s.payload {
-            None => None,
-            Some(Payload::Decoded(f)) => Some(f),
-            Some(Payload::Encoded(bytes)) => match decode_image(&bytes, self.max_pixels) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    self.skips.skip("decode", &s.origin, &e.to_string());
-                    None
+        let (frame, reduced) = match s.payload {
+            None => (None, None),
+            Some(Payload::Decoded(f)) => (Some(f), None),
+            Some(Payload::Encoded(bytes)) => {
+                match self.decoder.decode(&bytes, s.meta.epoch, s.meta.id) {
+                    Ok((f, reduced)) => (Some(f), reduced),
+                    Err(e) => {
+                        self.skips.skip("decode", &s.origin, &e.to_string());
+                        (None, None)
+                    }
                 }
-            },
+            }
         };
         Decoded {
             meta: s.meta,
             frame,
+            reduced,
         }
+    }
+}
+
+/// Encoded bytes to the frame the multi-crop will read: with `decode.scaled = "auto"`, the
+/// sample's crops are drawn on the picture's full size (from its header) and the picture is
+/// decoded at the reduction they allow; with `"off"`, the full picture as always.
+#[derive(Clone)]
+pub struct SampleDecoder {
+    max_pixels: u64,
+    scaled: ScaledDecode,
+    augment: AugmentConfig,
+    seed: u64,
+}
+
+impl SampleDecoder {
+    /// The decoder for crops of `augment` under training seed `seed`.
+    pub fn new(decode: &DecodeConfig, augment: &AugmentConfig, seed: u64) -> Self {
+        SampleDecoder {
+            max_pixels: decode.max_pixels,
+            scaled: decode.scaled,
+            augment: augment.clone(),
+            seed,
+        }
+    }
+
+    /// The frame of sample `id` in `epoch`, with its reduction and crop plan when crop-aware
+    /// decoding drew one.
+    pub fn decode(
+        &self,
+        bytes: &[u8],
+        epoch: u64,
+        id: u64,
+    ) -> Result<(Frame, Option<(Reduction, CropPlan)>), DecodeError> {
+        if self.scaled == ScaledDecode::Off {
+            return Ok((decode_image(bytes, self.max_pixels)?, None));
+        }
+        let mut plan = None;
+        let (frame, reduction) = decode_reduced(bytes, self.max_pixels, |w, h| {
+            let p = CropPlan::draw(&self.augment, self.seed, w, h, epoch, id);
+            let scale = p.min_scale();
+            plan = Some(p);
+            scale
+        })?;
+        Ok((frame, plan.map(|p| (reduction, p))))
     }
 }
 
@@ -148,10 +200,22 @@ impl AugmentStep {
         let crops = d.frame.and_then(|frame| {
             let mut crops = self.pool.take();
             let (epoch, id) = (d.meta.epoch, d.meta.id);
-            match self
-                .multicrop
-                .apply(&frame, epoch, id, &mut crops.global, &mut crops.local)
-            {
+            let result = match &d.reduced {
+                Some((reduction, plan)) => self.multicrop.apply_reduced(
+                    &frame,
+                    reduction,
+                    Some(plan),
+                    epoch,
+                    id,
+                    &mut crops.global,
+                    &mut crops.local,
+                ),
+                None => {
+                    self.multicrop
+                        .apply(&frame, epoch, id, &mut crops.global, &mut crops.local)
+                }
+            };
+            match result {
                 Ok(()) => Some(crops),
                 Err(e) => {
                     self.pool.give(crops);
@@ -208,7 +272,7 @@ impl Pipeline {
         ));
 
         let decode = DecodeStep {
-            max_pixels: cfg.decode.max_pixels,
+            decoder: SampleDecoder::new(&cfg.decode, &cfg.augment, seed),
             skips: skips.clone(),
         };
         let augment_workers = worker_count(cfg.augment.workers);
