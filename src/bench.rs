@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 
 use crate::augment::{AugmentConfig, CropPlan, MultiCrop};
 use crate::batch::{Batch, Cursor};
@@ -19,9 +19,22 @@ use crate::train::engine::{select_device, Engine};
 
 /// Runs the pipeline without a trainer for `seconds`, then decode alone on the same files.
 pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
+        bail!("--seconds must be a number of seconds in (0, 86400], got {seconds}");
+    }
     let metrics = Metrics::new();
     let stop = Arc::new(AtomicBool::new(false));
     let source = cfg.source.open().context("opening [source]")?;
+    if let Some(n) = source.epoch_len() {
+        // The batcher drops each epoch's partial tail: with fewer samples than one batch no
+        // batch would ever come.
+        if n < cfg.train.batch_size as u64 {
+            bail!(
+                "the source has {n} samples, fewer than one batch of train.batch_size = {}",
+                cfg.train.batch_size
+            );
+        }
+    }
     let epochs = if matches!(source, OpenedSource::Indexed(_)) {
         u64::MAX / 2
     } else {
@@ -37,16 +50,29 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     );
     let warmup = Duration::from_secs_f64((seconds * 0.1).min(2.0));
     let t0 = Instant::now();
+    let deadline = t0 + warmup + Duration::from_secs_f64(seconds);
     let mut images = 0u64;
+    let mut batches = 0u64;
     let mut measured_from = None;
-    while t0.elapsed() < warmup + Duration::from_secs_f64(seconds) {
-        let Some(batch) = pipeline.batches.recv() else {
-            break;
-        };
+    // A deadline on every wait: a source whose samples are all unreadable yields no batch.
+    while let Ok(Some(batch)) = pipeline.batches.recv_until(deadline) {
+        batches += 1;
         if t0.elapsed() >= warmup {
             measured_from.get_or_insert_with(Instant::now);
             images += batch.size as u64;
         }
+    }
+    if batches == 0 {
+        stop.store(true, Ordering::SeqCst);
+        let (skipped, failure) = (pipeline.skips.distinct(), pipeline.failure());
+        pipeline.shutdown();
+        if let Some(f) = failure {
+            bail!("{f}");
+        }
+        bail!(
+            "no batch in {:.1}s ({skipped} unreadable samples skipped)",
+            t0.elapsed().as_secs_f64()
+        );
     }
     let elapsed = measured_from.map_or(1e-9, |t| t.elapsed().as_secs_f64());
     stop.store(true, Ordering::SeqCst);
@@ -246,6 +272,9 @@ fn timed_loop<W: FnMut(u64) -> bool + Send>(
 
 /// Times training steps on synthetic batches.
 pub fn train(cfg: &PipelineConfig, steps: u64, warmup: u64) -> anyhow::Result<()> {
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
     crate::run::configure_torch(cfg);
     let device = select_device(cfg.train.device);
     let plan = crate::train::Plan {

@@ -49,6 +49,9 @@ pub enum Command {
         /// Continue from the latest checkpoint in checkpoint.dir, at the exact next batch.
         #[arg(long)]
         resume: bool,
+        /// Start over in a checkpoint.dir that holds a run: the old run is moved to DIR.old-N.
+        #[arg(long, conflicts_with = "resume")]
+        restart: bool,
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,

@@ -10,8 +10,10 @@ use crate::config::PipelineConfig;
 use crate::decode::decode_image;
 use crate::source::Payload;
 
-/// `cache build`: decodes the pipeline's source into shards under `out`.
+/// `cache build`: decodes the pipeline's source into shards under `out`, which it locks (a
+/// second build into the same directory fails at once, naming this one's PID).
 pub fn cache_build(cfg: &PipelineConfig, out: &Path) -> anyhow::Result<()> {
+    let _lock = crate::rundir::DirLock::acquire(out)?;
     let source = cfg.source.open().context("opening [source]")?;
     let max_pixels = cfg.decode.max_pixels;
     let decode = |p: Payload| match p {

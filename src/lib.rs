@@ -13,11 +13,17 @@ pub mod commands;
 pub mod config;
 pub mod decode;
 pub mod eval;
+pub mod exit;
+pub mod failpoint;
 pub mod frame;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod rng;
 pub mod run;
+pub mod rundir;
+pub mod signals;
 pub mod source;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod train;

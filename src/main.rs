@@ -1,5 +1,6 @@
 //! The `dino-stream` binary: parses the command line, sets up logging, maps errors to exit
-//! codes (2 for a bad configuration, 1 for anything else).
+//! codes (`dino_stream::exit`: 2 for a bad configuration, 3 interrupted, 4 stream ended early,
+//! 1 for anything else).
 
 use std::process::ExitCode;
 
@@ -31,10 +32,14 @@ fn main() -> ExitCode {
         Err(err) => {
             if let Some(cfg_err) = err.downcast_ref::<ConfigError>() {
                 eprintln!("invalid configuration:\n{cfg_err}");
-                return ExitCode::from(2);
+                return ExitCode::from(dino_stream::exit::CONFIG);
+            }
+            if let Some(end) = err.downcast_ref::<dino_stream::exit::EarlyEnd>() {
+                eprintln!("{end}");
+                return ExitCode::from(end.code());
             }
             eprintln!("error: {err:#}");
-            ExitCode::from(1)
+            ExitCode::from(dino_stream::exit::ERROR)
         }
     }
 }
@@ -75,6 +80,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             pipeline,
             max_steps,
             resume,
+            restart,
             no_progress,
         } => {
             let loaded = load(&pipeline)?;
@@ -84,6 +90,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     max_steps,
                     resume,
                     show_progress: !no_progress,
+                    restart,
                 },
             )
         }

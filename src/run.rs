@@ -10,8 +10,10 @@ use crate::batch::Cursor;
 use crate::checkpoint;
 use crate::config::{LoadedConfig, PipelineConfig};
 use crate::eval::knn;
+use crate::exit::EarlyEnd;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::Pipeline;
+use crate::rundir::{self, DirLock};
 use crate::source::OpenedSource;
 use crate::train::engine::{select_device, Engine};
 use crate::train::{spawn_trainer, Plan, TrainerArgs};
@@ -20,6 +22,8 @@ pub struct RunOptions {
     pub max_steps: Option<u64>,
     pub resume: bool,
     pub show_progress: bool,
+    /// Start over in a run directory that holds a run, moving the old one aside.
+    pub restart: bool,
 }
 
 /// The run plan: schedules span `epochs × steps_per_epoch` steps.
@@ -36,10 +40,12 @@ pub fn plan_for(cfg: &PipelineConfig, source: &OpenedSource) -> anyhow::Result<P
             cfg.train.batch_size
         );
     }
-    Ok(Plan {
+    let plan = Plan {
         steps_per_epoch,
         epochs: cfg.train.epochs,
-    })
+    };
+    crate::config::limits::plan_steps(&plan).map_err(anyhow::Error::msg)?;
+    Ok(plan)
 }
 
 /// Applies `train.threads` to libtorch.
@@ -51,15 +57,15 @@ pub fn configure_torch(cfg: &PipelineConfig) {
 
 pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
     let cfg = loaded.config;
+    let run_lock = claim_run_dir(&cfg.checkpoint.dir, &opts)?;
     configure_torch(&cfg);
     let source = cfg.source.open().context("opening [source]")?;
     let plan = plan_for(&cfg, &source)?;
     let device = select_device(cfg.train.device);
 
     let (resume_from, start_cursor, start_step) = if opts.resume {
-        match checkpoint::latest(&cfg.checkpoint.dir) {
-            Some(dir) => {
-                let meta = checkpoint::load_meta(&dir)?;
+        match resume_point(&cfg.checkpoint.dir)? {
+            Some((dir, meta)) => {
                 if meta.plan != plan {
                     tracing::warn!(saved = ?meta.plan, now = ?plan, "the run plan changed since the checkpoint; schedules follow the new plan");
                 }
@@ -98,16 +104,8 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
     if let Some(addr) = addr {
         tracing::info!("metrics on http://{addr}/metrics");
     }
-    let signal_stop = stop.clone();
-    runtime.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("Ctrl-C: finishing the current step and writing a checkpoint (Ctrl-C again to abort)");
-            signal_stop.store(true, Ordering::SeqCst);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
+    let signal = crate::signals::stop_on_signals(&runtime, stop.clone())
+        .context("installing the signal handlers")?;
 
     let epochs = match source {
         OpenedSource::Indexed(_) => plan.epochs,
@@ -133,8 +131,29 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("the trainer thread panicked"))?;
     stop.store(true, Ordering::SeqCst);
     let skipped = pipeline.skips.distinct();
+    let actor_failure = pipeline.failure();
     pipeline.shutdown();
-    let outcome = outcome?;
+    let outcome = match (outcome, &actor_failure) {
+        (Ok(o), _) => o,
+        (Err(e), Some(f)) => bail!("{f}; then the trainer failed: {e}"),
+        (Err(e), None) => return Err(e.into()),
+    };
+    if let Some(f) = actor_failure {
+        let saved = outcome
+            .last_checkpoint
+            .as_ref()
+            .map_or("no checkpoint".into(), |d| {
+                format!("checkpoint {}", d.display())
+            });
+        bail!("{f}; stopped after step {} ({saved})", outcome.end_step);
+    }
+    if outcome.stream_ended && outcome.end_step == outcome.start_step {
+        run_lock.release_if_untouched();
+        bail!(
+            "no usable sample: the data stream ended before step {} ({skipped} unreadable samples skipped); nothing was written",
+            outcome.start_step + 1
+        );
+    }
     println!(
         "trained steps {}..{} of {}{}; last loss {}; {:.1} images/s; {} unreadable samples skipped",
         outcome.start_step,
@@ -185,7 +204,68 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     runtime.shutdown_background();
+    drop(run_lock);
+    if outcome.interrupted {
+        return Err(EarlyEnd::Interrupted {
+            signal: signal.get().copied().unwrap_or("a signal"),
+            step: outcome.end_step,
+        }
+        .into());
+    }
+    if outcome.stream_ended {
+        return Err(EarlyEnd::StreamEnded {
+            step: outcome.end_step,
+            planned: stop_at,
+        }
+        .into());
+    }
     Ok(())
+}
+
+/// Locks the run directory and makes sure a fresh run does not mix with an old one (refused,
+/// or moved aside with `--restart`); removes temporary directories of killed saves.
+fn claim_run_dir(dir: &Path, opts: &RunOptions) -> anyhow::Result<DirLock> {
+    let lock = DirLock::acquire(dir)?;
+    if !opts.resume {
+        if let Some(aside) = rundir::claim_for_fresh_run(&lock, opts.restart)? {
+            tracing::warn!(
+                "--restart: moved the previous run in {} to {}",
+                dir.display(),
+                aside.display()
+            );
+        }
+    }
+    for stale in checkpoint::remove_stale_temps(dir) {
+        tracing::warn!(
+            "removed {}, left by a save that never finished",
+            stale.display()
+        );
+    }
+    Ok(lock)
+}
+
+/// The newest intact checkpoint in `dir`, warning about each damaged newer one passed over;
+/// an error when there are checkpoints but none is intact.
+fn resume_point(dir: &Path) -> anyhow::Result<Option<(PathBuf, checkpoint::CheckpointMeta)>> {
+    let (good, damaged) = checkpoint::latest_good(dir);
+    for e in &damaged {
+        tracing::warn!("skipping a damaged checkpoint: {e}");
+    }
+    match (good, damaged.first()) {
+        (Some((path, meta)), Some(_)) => {
+            tracing::warn!(
+                "falling back to the newest intact checkpoint, {}",
+                path.display()
+            );
+            Ok(Some((path, meta)))
+        }
+        (None, Some(newest)) => bail!(
+            "none of the {} checkpoints in {} is intact (newest: {newest})",
+            damaged.len(),
+            dir.display()
+        ),
+        (good, None) => Ok(good),
+    }
 }
 
 /// Weighted k-NN accuracy of `engine`'s teacher features on `[eval.knn]`.
@@ -237,8 +317,11 @@ pub fn engine_from_checkpoint(
 ) -> anyhow::Result<(Engine, PathBuf)> {
     let dir = match checkpoint_dir {
         Some(d) => d.to_path_buf(),
-        None => checkpoint::latest(&cfg.checkpoint.dir)
-            .with_context(|| format!("no checkpoint in {}", cfg.checkpoint.dir.display()))?,
+        None => {
+            resume_point(&cfg.checkpoint.dir)?
+                .with_context(|| format!("no checkpoint in {}", cfg.checkpoint.dir.display()))?
+                .0
+        }
     };
     let meta = checkpoint::load_meta(&dir)?;
     let device = select_device(cfg.train.device);

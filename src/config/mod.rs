@@ -5,6 +5,7 @@
 //! environment variables, then `--set section.key=value`. Every problem is reported with its
 //! key path and the layer that set it, before anything starts.
 
+pub mod limits;
 mod load;
 mod problems;
 
@@ -54,6 +55,7 @@ impl PipelineConfig {
         self.checkpoint.validate(&mut problems);
         self.eval.validate(&mut problems);
         self.metrics.validate(&mut problems);
+        limits::check(self, &mut problems);
         if self.train.steps_per_epoch.is_none() && !self.source.has_known_length() {
             problems.push(
                 "train.steps_per_epoch",

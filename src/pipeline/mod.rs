@@ -11,6 +11,7 @@ mod gate;
 pub mod pool;
 pub mod skips;
 mod source_actor;
+pub mod supervise;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use crops::{CropPool, Crops};
 pub use gate::ReorderGate;
 pub use pool::{spawn_pool, worker_count, Lap};
 pub use skips::SkipLog;
+pub use supervise::{panic_message, Supervisor};
 
 use crate::augment::{AugmentConfig, CropPlan, MultiCrop};
 use crate::batch::{Batch, Cursor};
@@ -43,6 +45,9 @@ pub struct BatcherConfig {
     pub channel_capacity: usize,
     /// How far (in samples) the source may run ahead of the batcher.
     pub reorder_window: u64,
+    /// Bytes of crops the pipeline may hold: queued batches, and samples in flight between the
+    /// source and the batcher. The reorder window shrinks to fit (validated up front).
+    pub buffer_bytes: u64,
 }
 
 impl Default for BatcherConfig {
@@ -50,11 +55,22 @@ impl Default for BatcherConfig {
         BatcherConfig {
             channel_capacity: 4,
             reorder_window: 4096,
+            buffer_bytes: 2 << 30,
         }
     }
 }
 
 impl BatcherConfig {
+    /// The reorder window in samples: `reorder_window`, or fewer when the crops of that many
+    /// samples would not fit in `buffer_bytes` beside the queued batches.
+    pub fn effective_window(&self, sample_bytes: u64, batch_size: usize) -> u64 {
+        let queued = (self.channel_capacity as u64 + 2)
+            .saturating_mul(batch_size as u64)
+            .saturating_mul(sample_bytes);
+        let room = self.buffer_bytes.saturating_sub(queued) / sample_bytes.max(1);
+        self.reorder_window.min(room).max(1)
+    }
+
     pub fn validate(&self, problems: &mut Problems) {
         problems.check(
             self.channel_capacity > 0,
@@ -197,6 +213,7 @@ impl AugmentStep {
     }
 
     fn run(&mut self, d: Decoded) -> Augmented {
+        crate::failpoint::check("augment", d.meta.seq);
         let crops = d.frame.and_then(|frame| {
             let mut crops = self.pool.take();
             let (epoch, id) = (d.meta.epoch, d.meta.id);
@@ -237,6 +254,7 @@ pub struct Pipeline {
     pub batches: Rx<Batch>,
     pub skips: Arc<SkipLog>,
     stop: Arc<AtomicBool>,
+    supervisor: Supervisor,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -251,8 +269,20 @@ impl Pipeline {
         stop: Arc<AtomicBool>,
     ) -> Pipeline {
         let skips = SkipLog::new(metrics.clone());
+        let supervisor = Supervisor::new(stop.clone());
         let seed = cfg.train.seed;
-        let gate = ReorderGate::new(cfg.batcher.reorder_window);
+        let window = cfg.batcher.effective_window(
+            crate::config::limits::sample_bytes(&cfg.augment),
+            cfg.train.batch_size,
+        );
+        if window < cfg.batcher.reorder_window {
+            tracing::info!(
+                "reorder window {window} samples (batcher.reorder_window {} does not fit in batcher.buffer_bytes {})",
+                cfg.batcher.reorder_window,
+                cfg.batcher.buffer_bytes
+            );
+        }
+        let gate = ReorderGate::new(window);
         let (src_tx, src_rx) = bounded::<Sourced>("source", cfg.decode.channel_capacity, metrics);
         let (aug_tx, aug_rx) =
             bounded::<Augmented>("augment", cfg.augment.channel_capacity, metrics);
@@ -269,6 +299,7 @@ impl Pipeline {
             skips.clone(),
             metrics.clone(),
             stop.clone(),
+            supervisor.clone(),
         ));
 
         let decode = DecodeStep {
@@ -302,6 +333,7 @@ impl Pipeline {
                 src_rx,
                 aug_tx,
                 metrics,
+                &supervisor,
                 move |_| {
                     let decode = decode.clone();
                     let mut augment = new_augment();
@@ -321,6 +353,7 @@ impl Pipeline {
                 src_rx,
                 dec_tx,
                 metrics,
+                &supervisor,
                 move |_| {
                     let decode = decode.clone();
                     move |s: Sourced, _: &mut Lap| decode.run(s)
@@ -332,6 +365,7 @@ impl Pipeline {
                 dec_rx,
                 aug_tx,
                 metrics,
+                &supervisor,
                 move |_| {
                     let mut augment = new_augment();
                     move |d: Decoded, _: &mut Lap| augment.run(d)
@@ -341,18 +375,29 @@ impl Pipeline {
 
         let batcher = Batcher::new(cfg.train.batch_size, &cfg.augment, pool);
         let batcher_metrics = metrics.clone();
+        let batcher_supervisor = supervisor.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("batcher".into())
-                .spawn(move || batcher.run(aug_rx, batch_tx, gate, batcher_metrics))
+                .spawn(move || {
+                    batcher_supervisor.guard("batcher", move || {
+                        batcher.run(aug_rx, batch_tx, gate, batcher_metrics)
+                    })
+                })
                 .expect("spawn batcher"),
         );
         Pipeline {
             batches: batch_rx,
             skips,
             stop,
+            supervisor,
             threads,
         }
+    }
+
+    /// The first actor panic ("actor NAME panicked: MESSAGE"), if any.
+    pub fn failure(&self) -> Option<String> {
+        self.supervisor.failure()
     }
 
     /// Closes the pipeline from the consumer's end and waits for every stage to exit. Raises the
