@@ -118,6 +118,24 @@ impl ModelConfig {
         }
     }
 
+    /// The preset's name when `arch` fixes the ViT sizes (`vit_tiny`, `vit_small`, `vit_base`).
+    pub fn vit_preset(&self) -> Option<&'static str> {
+        match self.arch {
+            Arch::VitTiny => Some("vit_tiny"),
+            Arch::VitSmall => Some("vit_small"),
+            Arch::VitBase => Some("vit_base"),
+            _ => None,
+        }
+    }
+
+    /// Writes a preset's sizes into `embed_dim`, `depth` and `heads`, so what `validate --print`
+    /// shows and a checkpoint stores is the model that is built.
+    pub fn resolve_preset(&mut self) {
+        if self.vit_preset().is_some() {
+            (self.embed_dim, self.depth, self.heads) = self.vit_dims();
+        }
+    }
+
     pub fn validate(&self, problems: &mut Problems) {
         let (dim, depth, heads) = self.vit_dims();
         if self.arch == Arch::Vit {

@@ -234,6 +234,12 @@ pub trait IndexedSource: Send + Sync {
     fn label(&self, id: u64) -> Option<u32>;
     /// Number of classes, when labelled.
     fn num_classes(&self) -> Option<u32>;
+    /// The name of class `label`. k-NN matches the bank's and the queries' classes by name, so
+    /// two folders need not hold the same set of classes to be compared. Sources whose labels
+    /// are plain numbers (IDX, synthetic, cache) use the number.
+    fn class_name(&self, label: u32) -> String {
+        label.to_string()
+    }
     /// A name for the sample in logs (a path, or `file#index`).
     fn describe(&self, id: u64) -> String;
 }
