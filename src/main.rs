@@ -183,6 +183,15 @@ fn load_for_eval(
             if folders.is_some() {
                 table.remove("eval");
             }
+            // Checkpoints written before presets were resolved hold the default sizes next to
+            // a preset; the preset decides, so drop them rather than report a conflict.
+            if let Some(model) = table.get_mut("model").and_then(|m| m.as_table_mut()) {
+                if model.get("arch").and_then(|a| a.as_str()) != Some("vit") {
+                    for key in ["embed_dim", "depth", "heads"] {
+                        model.remove(key);
+                    }
+                }
+            }
             config::load_text(&dir.join("state.json"), &table.to_string(), &options(&sets))?
         }
         (None, None) => anyhow::bail!("give a pipeline file or --checkpoint DIR"),
@@ -261,6 +270,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             warmup,
         }) => {
             let loaded = load(&pipeline)?;
+            dino_stream::preflight::device(&loaded.config.train)
+                .map_err(|p| ConfigError::Invalid(p.to_string()))?;
             dino_stream::bench::train(&loaded.config, steps, warmup)
         }
     }

@@ -27,6 +27,7 @@ pub struct KnnConfig {
     pub train: SourceConfig,
     /// Labelled source to classify.
     pub test: SourceConfig,
+    /// Neighbours that vote.
     #[serde(default = "default_k")]
     pub k: usize,
     /// Votes are weighted by exp(similarity / temperature).

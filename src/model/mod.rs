@@ -60,6 +60,7 @@ pub enum Arch {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// `vit_tiny`, `vit_small`, `vit_base` (presets that fix embed_dim/depth/heads), `vit` (sizes from the keys below), `resnet18` or `resnet50`.
     pub arch: Arch,
     /// Width of a custom ViT (`arch = "vit"`).
     pub embed_dim: i64,
