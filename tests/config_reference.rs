@@ -66,6 +66,18 @@ fn parse(text: &str, out: &mut Source) {
                 }
                 doc.push_str(d.trim());
             } else if l.starts_with("#[") {
+            } else if !is_struct && !in_variant && l.ends_with('{') {
+                let v = l.trim_end_matches('{').trim();
+                variants.push((snake(v), std::mem::take(&mut doc), Vec::new()));
+                in_variant = true;
+            } else if !is_struct && in_variant && (l == "}," || l == "}") {
+                in_variant = false;
+            } else if !is_struct && !in_variant && l.ends_with(',') && !l.contains(':') {
+                variants.push((
+                    snake(l.trim_end_matches(',')),
+                    std::mem::take(&mut doc),
+                    Vec::new(),
+                ));
             } else if let Some(f) = l.strip_prefix("pub ").or(in_variant.then_some(l)) {
                 if let Some((fname, ty)) = f.split_once(':') {
                     let field = Field {
@@ -81,18 +93,6 @@ fn parse(text: &str, out: &mut Source) {
                 } else {
                     doc.clear();
                 }
-            } else if !is_struct && l.ends_with('{') {
-                let v = l.trim_end_matches('{').trim();
-                variants.push((snake(v), std::mem::take(&mut doc), Vec::new()));
-                in_variant = true;
-            } else if !is_struct && (l == "}," || l == "}") {
-                in_variant = false;
-            } else if !is_struct && l.ends_with(',') && !l.contains(':') {
-                variants.push((
-                    snake(l.trim_end_matches(',')),
-                    std::mem::take(&mut doc),
-                    Vec::new(),
-                ));
             } else {
                 doc.clear();
             }
@@ -287,6 +287,8 @@ fn generate() -> (String, Vec<String>) {
                 .find_map(|k| per_kind[k].get(&row.key).cloned())
         };
         let default = match default {
+            // The stand-in that `defaults()` gives required paths.
+            Some(d) if d == "\"x\"" => "(required)".to_string(),
             Some(d) => format!("`{d}`"),
             None if row.key.ends_with(".type") => "`synthetic`".to_string(),
             None => "(unset)".to_string(),

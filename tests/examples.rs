@@ -34,11 +34,13 @@ fn sandbox(root: &Path) {
             .replace(FASHION, &root.join("fashion-mnist").display().to_string());
         std::fs::write(root.join("pipelines").join(entry.file_name()), text).unwrap();
     }
-    // ImageNet layout: one batch of 64 and more.
-    write_jpeg_folder(&data.join("imagenet/train"), 2, 33, 40);
-    write_jpeg_folder(&data.join("imagenet/val"), 2, 4, 40);
+    // ImageNet layout, more than one batch of 128 (the --help example's batch size); the other
+    // folders are symbolic links to it (image folders follow them).
+    write_jpeg_folder(&data.join("imagenet/train"), 2, 65, 32);
+    write_jpeg_folder(&data.join("imagenet/val"), 2, 4, 32);
+    std::fs::create_dir_all(data.join("pets")).unwrap();
     for d in ["my-images", "pets/train", "pets/val"] {
-        write_jpeg_folder(&data.join(d), 2, 33, 40);
+        std::os::unix::fs::symlink(data.join("imagenet/train"), data.join(d)).unwrap();
     }
     // Fashion-MNIST's four IDX files, 200 training and 50 test images.
     let fm = root.join("fashion-mnist");
