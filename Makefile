@@ -17,7 +17,7 @@ export DINO_STREAM_PYTHON := $(PYTHON)
 
 BIN := target/release/dino-stream
 
-.PHONY: setup apt venv build run test lint fmt bench bench-pipeline bench-train gpu-bin clean
+.PHONY: setup apt venv build install run test lint fmt bench bench-pipeline bench-train gpu-bin clean
 
 setup: apt venv
 
@@ -47,6 +47,13 @@ $(VENV)/.installed: requirements.txt
 
 build: setup
 	cargo build --release --bins
+
+# Puts dino-stream on the PATH (~/.local/bin by default). The binary finds libtorch through the
+# rpath to this checkout's .venv, so keep the checkout where it is.
+PREFIX ?= $(HOME)/.local
+install: build
+	install -D -m 755 $(BIN) $(PREFIX)/bin/dino-stream
+	@echo "installed $(PREFIX)/bin/dino-stream"
 
 # A binary for a GPU machine (scripts/gpu-check.sh): no FFmpeg (that machine lacks Debian's
 # FFmpeg 5.1), stripped to about 10 MB so it fits the device tool's 64 MiB transfer, with the

@@ -354,6 +354,38 @@ pub fn latest_good(run_dir: &Path) -> (Option<(PathBuf, CheckpointMeta)>, Vec<Ch
     (None, damaged)
 }
 
+/// A checkpoint named by the user: a checkpoint directory itself, or a run directory (its
+/// newest checkpoint). When there is none, the error lists the checkpoints that do exist next
+/// to the path given, so a mistyped step number is easy to fix.
+pub fn find(path: &Path) -> Result<PathBuf, CheckpointError> {
+    if path.join(STATE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(newest) = latest(path) {
+        return Ok(newest);
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let near = list(parent);
+    let what = if path.is_dir() {
+        "is neither a checkpoint (no state.json) nor a run directory with checkpoints"
+    } else {
+        "no such checkpoint"
+    };
+    let message = if near.is_empty() {
+        format!("{what}; {} holds no checkpoint either", parent.display())
+    } else {
+        let names: Vec<String> = near.iter().map(|(_, p)| p.display().to_string()).collect();
+        format!("{what}; the checkpoints there are: {}", names.join(", "))
+    };
+    Err(CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
 fn prune(run_dir: &Path, keep: usize) -> Result<(), CheckpointError> {
     let all = list(run_dir);
     if all.len() > keep {

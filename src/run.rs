@@ -14,6 +14,7 @@ use crate::exit::EarlyEnd;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::Pipeline;
 use crate::rundir::{self, DirLock};
+use crate::recipe;
 use crate::source::OpenedSource;
 use crate::train::engine::{select_device, Engine};
 use crate::train::{spawn_trainer, Plan, TrainerArgs};
@@ -24,6 +25,9 @@ pub struct RunOptions {
     pub show_progress: bool,
     /// Start over in a run directory that holds a run, moving the old one aside.
     pub restart: bool,
+    /// `--allow-config-change`: on resume, explicitly set `[train]`/`[augment]` keys may differ
+    /// from the checkpoint's (see `recipe`).
+    pub allow_config_change: bool,
 }
 
 /// The run plan: schedules span `epochs × steps_per_epoch` steps.
@@ -48,6 +52,20 @@ pub fn plan_for(cfg: &PipelineConfig, source: &OpenedSource) -> anyhow::Result<P
     Ok(plan)
 }
 
+/// `3 epochs x 468 steps` for logs.
+pub fn describe_plan(plan: &Plan) -> String {
+    format!("{} epochs x {} steps", plan.epochs, plan.steps_per_epoch)
+}
+
+/// `cpu` / `cuda:0` for logs.
+pub fn describe_device(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cpu => "cpu".into(),
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
 /// Applies `train.threads` to libtorch.
 pub fn configure_torch(cfg: &PipelineConfig) {
     if cfg.train.threads > 0 {
@@ -56,40 +74,78 @@ pub fn configure_torch(cfg: &PipelineConfig) {
 }
 
 pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
-    let cfg = loaded.config;
+    let mut cfg = loaded.config;
     let run_lock = claim_run_dir(&cfg.checkpoint.dir, &opts)?;
-    configure_torch(&cfg);
-    let source = cfg.source.open().context("opening [source]")?;
-    let plan = plan_for(&cfg, &source)?;
-    let device = select_device(cfg.train.device);
-
-    let (resume_from, start_cursor, start_step) = if opts.resume {
+    // On resume the checkpoint's own configuration decides the model and the plan.
+    let resume_from = if opts.resume {
         match resume_point(&cfg.checkpoint.dir)? {
             Some((dir, meta)) => {
-                if meta.plan != plan {
-                    tracing::warn!(saved = ?meta.plan, now = ?plan, "the run plan changed since the checkpoint; schedules follow the new plan");
+                let saved = recipe::saved_config(&dir, &meta)?;
+                let notes = recipe::adopt(
+                    &mut cfg,
+                    &saved,
+                    &loaded.explicit_keys,
+                    &dir,
+                    recipe::Use::Resume {
+                        allow_changes: opts.allow_config_change,
+                    },
+                )?;
+                for note in notes {
+                    tracing::info!("resume: {note}");
                 }
-                (Some(dir), meta.cursor, meta.step)
+                Some((dir, meta))
             }
             None => {
-                tracing::warn!(dir = %cfg.checkpoint.dir.display(), "--resume: no checkpoint found, starting fresh");
-                (None, Cursor::default(), 0)
+                tracing::warn!(
+                    "--resume: no checkpoint in {}, starting fresh",
+                    cfg.checkpoint.dir.display()
+                );
+                None
             }
         }
     } else {
-        (None, Cursor::default(), 0)
+        None
+    };
+    configure_torch(&cfg);
+    let source = cfg.source.open().context("opening [source]")?;
+    // Every other source the run reads, the device and the precision, before step 1.
+    crate::preflight::check(&cfg, Some(&source), true)?;
+    let mut plan = plan_for(&cfg, &source)?;
+    let device = select_device(cfg.train.device);
+
+    let (resume_from, start_cursor, start_step) = match resume_from {
+        Some((dir, meta)) => {
+            if meta.plan != plan {
+                if opts.allow_config_change {
+                    tracing::warn!(
+                        "the run plan changed since the checkpoint ({} -> {}); --allow-config-change: the schedules follow the new plan",
+                        describe_plan(&meta.plan),
+                        describe_plan(&plan)
+                    );
+                } else {
+                    tracing::warn!(
+                        "the source now gives the plan {}; the schedules keep the checkpoint's {} (pass --allow-config-change to follow the new one)",
+                        describe_plan(&plan),
+                        describe_plan(&meta.plan)
+                    );
+                    plan = meta.plan;
+                }
+            }
+            (Some(dir), meta.cursor, meta.step)
+        }
+        None => (None, Cursor::default(), 0),
     };
     let total = plan.total_steps();
     let stop_at = opts.max_steps.map_or(total, |m| m.min(total));
     tracing::info!(
-        source = cfg.source.kind_name(),
-        samples_per_epoch = ?source.epoch_len(),
-        steps_per_epoch = plan.steps_per_epoch,
-        epochs = plan.epochs,
-        start_step,
-        stop_at,
-        device = ?device,
-        "starting"
+        "starting: {} source, {} samples per epoch, {}, steps {start_step}..{stop_at}, device {}, checkpoints in {}",
+        cfg.source.kind_name(),
+        source
+            .epoch_len()
+            .map_or("a stream of".to_string(), |n| n.to_string()),
+        describe_plan(&plan),
+        describe_device(device),
+        cfg.checkpoint.dir.display()
     );
 
     let metrics = Metrics::new();
@@ -172,7 +228,7 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         println!("checkpoint: {}", dir.display());
     }
 
-    if let Some(knn_cfg) = &cfg.eval.knn {
+    if let Some(knn_cfg) = cfg.eval.knn.as_ref().filter(|k| k.enabled) {
         if !outcome.interrupted {
             let trained = evaluate_knn(&cfg, &outcome.engine)?;
             metrics
@@ -268,7 +324,8 @@ fn resume_point(dir: &Path) -> anyhow::Result<Option<(PathBuf, checkpoint::Check
     }
 }
 
-/// Weighted k-NN accuracy of `engine`'s teacher features on `[eval.knn]`.
+/// Weighted k-NN accuracy of `engine`'s teacher features on `[eval.knn]`. Bank and queries are
+/// labelled by class name; classes found on one side only are reported.
 pub fn evaluate_knn(cfg: &PipelineConfig, engine: &Engine) -> anyhow::Result<f64> {
     let knn_cfg = cfg
         .eval
@@ -280,29 +337,52 @@ pub fn evaluate_knn(cfg: &PipelineConfig, engine: &Engine) -> anyhow::Result<f64
     let t = std::time::Instant::now();
     let extract = |source: &crate::source::SourceConfig, key: &str| -> anyhow::Result<_> {
         let opened = source.open().with_context(|| format!("opening [{key}]"))?;
-        Ok(knn::extract(
+        let bar = crate::progress::bar(&format!("k-NN features of {key}"));
+        let out = knn::extract(
             opened,
             key,
             size,
             knn_cfg.batch_size,
             &cfg.decode,
             &embed,
-        )?)
+            &bar,
+        );
+        bar.finish_and_clear();
+        Ok(out?)
     };
-    let (train_f, train_l, s1) = extract(&knn_cfg.train, "eval.knn.train")?;
-    let (test_f, test_l, s2) = extract(&knn_cfg.test, "eval.knn.test")?;
+    let bank = extract(&knn_cfg.train, "eval.knn.train")?;
+    let queries = extract(&knn_cfg.test, "eval.knn.test")?;
+    let aligned = knn::align(
+        &bank.classes,
+        &queries.classes,
+        "eval.knn.train",
+        "eval.knn.test",
+    )?;
+    if !aligned.bank_only.is_empty() {
+        tracing::warn!(
+            "k-NN: classes in eval.knn.train but not in eval.knn.test: {}",
+            aligned.bank_only.join(", ")
+        );
+    }
+    if !aligned.query_only.is_empty() {
+        tracing::warn!(
+            "k-NN: classes in eval.knn.test but not in eval.knn.train: {} ({} queries that count as misses)",
+            aligned.query_only.join(", "),
+            aligned.unmatched_queries
+        );
+    }
     let acc = knn::accuracy(
-        &train_f,
-        &train_l,
-        &test_f,
-        &test_l,
+        &bank.features,
+        &aligned.bank_labels,
+        &queries.features,
+        &aligned.query_labels,
         knn_cfg.k,
         knn_cfg.temperature,
     );
     tracing::info!(
-        bank = train_f.size()[0],
-        queries = test_f.size()[0],
-        skipped = s1 + s2,
+        bank = bank.features.size()[0],
+        queries = queries.features.size()[0],
+        skipped = bank.skipped + queries.skipped,
         seconds = format!("{:.1}", t.elapsed().as_secs_f64()),
         accuracy = format!("{acc:.4}"),
         "k-NN"

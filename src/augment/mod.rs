@@ -53,9 +53,13 @@ pub struct AugmentConfig {
     pub flip_p: f64,
     /// Probability that colour jitter is applied to a view.
     pub jitter_p: f64,
+    /// Colour jitter: brightness factor drawn from [1 - b, 1 + b].
     pub brightness: f64,
+    /// Colour jitter: contrast factor drawn from [1 - c, 1 + c].
     pub contrast: f64,
+    /// Colour jitter: saturation factor drawn from [1 - s, 1 + s].
     pub saturation: f64,
+    /// Colour jitter: hue shift drawn from [-h, h] (at most 0.5).
     pub hue: f64,
     /// Probability of converting a view to grayscale (kept as 3 channels).
     pub grayscale_p: f64,
