@@ -63,8 +63,10 @@ gpu-bin: setup
 	mkdir -p .gpu/lib && strip -o .gpu/dino-stream target/gpu/release/dino-stream
 	ldd target/gpu/release/dino-stream | awk '/libturbojpeg/ {print $$3}' | xargs -r -I{} cp -L {} .gpu/lib/
 
+# A second `make run` starts over: --restart moves the previous run to runs/quickstart.old-N
+# (a plain `run` into a directory that holds a run is refused, so two runs never mix).
 run: build
-	$(BIN) run pipelines/quickstart.toml
+	$(BIN) run pipelines/quickstart.toml --restart
 
 # The numeric checks run a second time on the AVX2 kernel paths of libtorch (ATen, oneDNN, MKL)
 # and of our own pixel kernels, so a tolerance fitted to one CPU's kernels fails here, on any
