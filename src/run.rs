@@ -107,9 +107,19 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         None
     };
     configure_torch(&cfg);
-    let source = cfg.source.open().context("opening [source]")?;
-    // Every other source the run reads, the device and the precision, before step 1.
-    crate::preflight::check(&cfg, Some(&source), true)?;
+    // The source, every other source the run reads, the device and the precision, before
+    // step 1; a run refused here leaves no run directory behind.
+    let source = match cfg.source.open().context("opening [source]") {
+        Ok(source) => source,
+        Err(e) => {
+            run_lock.release_if_untouched();
+            return Err(e);
+        }
+    };
+    if let Err(e) = crate::preflight::check(&cfg, Some(&source), true) {
+        run_lock.release_if_untouched();
+        return Err(e.into());
+    }
     let mut plan = plan_for(&cfg, &source)?;
     let device = select_device(cfg.train.device);
 
