@@ -56,11 +56,14 @@ pub fn cache_verify(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `eval knn`
+/// `eval knn`: for each k in `ks` (default: the configured k), of a checkpoint or run
+/// directory, a weights file, the untrained network, or raw pixels.
 pub fn eval_knn(
     cfg: &PipelineConfig,
     checkpoint_dir: Option<&Path>,
     untrained: bool,
+    ks: &[usize],
+    raw_pixels: bool,
 ) -> anyhow::Result<()> {
     crate::run::configure_torch(cfg);
     let knn = cfg
@@ -68,25 +71,63 @@ pub fn eval_knn(
         .knn
         .as_ref()
         .context("the pipeline has no [eval.knn] section")?;
-    let (engine, what) = if untrained {
-        let source = cfg.source.open().context("opening [source]")?;
-        let plan = crate::run::plan_for(cfg, &source)?;
-        let device = crate::train::engine::select_device(cfg.train.device);
+    let ks = if ks.is_empty() { vec![knn.k] } else { ks.to_vec() };
+    let (feats, what) = if raw_pixels {
         (
-            crate::train::engine::Engine::new(&cfg.model, &cfg.train, &cfg.augment, plan, device)?,
-            "untrained".to_string(),
+            crate::run::knn_features(cfg, &crate::commands_eval::pixels)?,
+            "raw pixels".to_string(),
+        )
+    } else if checkpoint_dir.is_some_and(|p| p.is_file()) {
+        let path = checkpoint_dir.expect("checked");
+        let model = crate::eval::loader::FeatureModel::open(path, Default::default())?;
+        let model = if untrained {
+            model.random_twin(cfg.train.seed)
+        } else {
+            model
+        };
+        (
+            crate::run::knn_features(cfg, &|x| model.features(x))?,
+            model.description.clone(),
         )
     } else {
-        let (engine, dir) = crate::run::engine_from_checkpoint(cfg, checkpoint_dir)?;
-        (engine, dir.display().to_string())
+        let (engine, what) = if untrained {
+            let source = cfg.source.open().context("opening [source]")?;
+            let plan = crate::run::plan_for(cfg, &source)?;
+            let device = crate::train::engine::select_device(cfg.train.device);
+            (
+                crate::train::engine::Engine::new(
+                    &cfg.model,
+                    &cfg.train,
+                    &cfg.augment,
+                    plan,
+                    device,
+                )?,
+                "untrained".to_string(),
+            )
+        } else {
+            let (engine, dir) = crate::run::engine_from_checkpoint(cfg, checkpoint_dir)?;
+            (engine, dir.display().to_string())
+        };
+        (
+            crate::run::knn_features(cfg, &|x| engine.teacher_features(x))?,
+            what,
+        )
     };
-    let acc = crate::run::evaluate_knn(cfg, &engine)?;
-    println!(
-        "k-NN accuracy (k={}, T={}) of {what}: {:.2}%",
-        knn.k,
-        knn.temperature,
-        100.0 * acc
-    );
+    for k in ks {
+        let acc = crate::eval::knn::accuracy(
+            &feats.train,
+            &feats.train_labels,
+            &feats.test,
+            &feats.test_labels,
+            k,
+            knn.temperature,
+        );
+        println!(
+            "k-NN accuracy (k={k}, T={}) of {what}: {:.2}%",
+            knn.temperature,
+            100.0 * acc
+        );
+    }
     Ok(())
 }
 

@@ -195,8 +195,37 @@ pub fn evaluate_knn(cfg: &PipelineConfig, engine: &Engine) -> anyhow::Result<f64
         .knn
         .as_ref()
         .context("no [eval.knn] section in the pipeline")?;
-    let size = knn_cfg.image_size.unwrap_or(cfg.augment.global_size);
     let embed = |x: &tch::Tensor| engine.teacher_features(x);
+    let f = knn_features(cfg, &embed)?;
+    Ok(knn::accuracy(
+        &f.train,
+        &f.train_labels,
+        &f.test,
+        &f.test_labels,
+        knn_cfg.k,
+        knn_cfg.temperature,
+    ))
+}
+
+/// Features of `[eval.knn]`'s bank and queries.
+pub struct KnnFeatures {
+    pub train: tch::Tensor,
+    pub train_labels: tch::Tensor,
+    pub test: tch::Tensor,
+    pub test_labels: tch::Tensor,
+}
+
+/// Runs `embed` (u8 NHWC → fp32 features) over `[eval.knn]`'s train and test sources.
+pub fn knn_features(
+    cfg: &PipelineConfig,
+    embed: &dyn Fn(&tch::Tensor) -> tch::Tensor,
+) -> anyhow::Result<KnnFeatures> {
+    let knn_cfg = cfg
+        .eval
+        .knn
+        .as_ref()
+        .context("no [eval.knn] section in the pipeline")?;
+    let size = knn_cfg.image_size.unwrap_or(cfg.augment.global_size);
     let t = std::time::Instant::now();
     let extract = |source: &crate::source::SourceConfig, key: &str| -> anyhow::Result<_> {
         let opened = source.open().with_context(|| format!("opening [{key}]"))?;
@@ -206,28 +235,24 @@ pub fn evaluate_knn(cfg: &PipelineConfig, engine: &Engine) -> anyhow::Result<f64
             size,
             knn_cfg.batch_size,
             cfg.decode.max_pixels,
-            &embed,
+            embed,
         )?)
     };
-    let (train_f, train_l, s1) = extract(&knn_cfg.train, "eval.knn.train")?;
-    let (test_f, test_l, s2) = extract(&knn_cfg.test, "eval.knn.test")?;
-    let acc = knn::accuracy(
-        &train_f,
-        &train_l,
-        &test_f,
-        &test_l,
-        knn_cfg.k,
-        knn_cfg.temperature,
-    );
+    let (train, train_labels, s1) = extract(&knn_cfg.train, "eval.knn.train")?;
+    let (test, test_labels, s2) = extract(&knn_cfg.test, "eval.knn.test")?;
     tracing::info!(
-        bank = train_f.size()[0],
-        queries = test_f.size()[0],
+        bank = train.size()[0],
+        queries = test.size()[0],
         skipped = s1 + s2,
         seconds = format!("{:.1}", t.elapsed().as_secs_f64()),
-        accuracy = format!("{acc:.4}"),
-        "k-NN"
+        "k-NN features"
     );
-    Ok(acc)
+    Ok(KnnFeatures {
+        train,
+        train_labels,
+        test,
+        test_labels,
+    })
 }
 
 /// Builds an engine from a checkpoint directory (or the latest in `checkpoint.dir`).
