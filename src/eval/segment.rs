@@ -160,37 +160,3 @@ pub fn disc_baseline(set: &[Sample]) -> f64 {
         .sum::<f64>()
         / set.len() as f64
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jaccard_of_known_sets() {
-        let a = [true, true, false, false];
-        let b = [true, false, true, false];
-        assert!((jaccard(&a, &b) - 1.0 / 3.0).abs() < 1e-12);
-        assert_eq!(jaccard(&a, &a), 1.0);
-        assert_eq!(jaccard(&[false; 3], &[false; 3]), 1.0);
-    }
-
-    #[test]
-    fn a_disc_scores_one_on_its_own_mask() {
-        let (w, h) = (40u32, 40u32);
-        let share = 0.2;
-        let r2 = share * (w * h) as f64 / std::f64::consts::PI;
-        let mask: Vec<bool> = (0..h)
-            .flat_map(|y| (0..w).map(move |x| (x, y)))
-            .map(|(x, y)| {
-                let dx = x as f64 + 0.5 - 20.0;
-                let dy = y as f64 + 0.5 - 20.0;
-                dx * dx + dy * dy <= r2
-            })
-            .collect();
-        let set = [Sample {
-            image: Frame::from_rgb(w, h, vec![0; (w * h * 3) as usize]),
-            mask,
-        }];
-        assert!(disc_baseline(&set) > 0.95, "{}", disc_baseline(&set));
-    }
-}

@@ -1,6 +1,6 @@
 //! Matplotlib's viridis (the default `plt.imsave` colormap of DINO's visualize_attention.py),
-//! as the degree-6 polynomial fit by Matt Zucker (max error under 1/255 per channel), and a
-//! fixed palette for per-head masks.
+//! as the degree-6 polynomial fit by Matt Zucker (within 3 levels of 255 of matplotlib's table
+//! at its ends and middle, `tests/eval_protocols.rs`), and a fixed palette for per-head masks.
 
 const C: [[f64; 3]; 7] = [
     [0.277_727_327_223_417_7, 0.005_407_344_544_966_578, 0.334_099_805_335_306_1],
@@ -36,27 +36,4 @@ pub fn head_colour(head: usize) -> [u8; 3] {
         _ => (1.0, 0.0, x),
     };
     [(r * 255.0) as u8, (g * 255.0) as u8, (b * 255.0) as u8]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Endpoints and midpoint of matplotlib's viridis table (#440154, #21918c, #fde725).
-    #[test]
-    fn viridis_matches_matplotlib_at_known_points() {
-        for (t, want) in [
-            (0.0, [0x44, 0x01, 0x54]),
-            (0.5, [0x21, 0x91, 0x8c]),
-            (1.0, [0xfd, 0xe7, 0x25]),
-        ] {
-            let got = viridis(t);
-            for c in 0..3 {
-                assert!(
-                    (got[c] as i32 - want[c] as i32).abs() <= 2,
-                    "t={t}: {got:?} vs {want:?}"
-                );
-            }
-        }
-    }
 }
