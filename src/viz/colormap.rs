@@ -1,5 +1,5 @@
 //! Matplotlib's viridis (the default `plt.imsave` colormap of DINO's visualize_attention.py),
-//! as the degree-6 polynomial fit by Matt Zucker (within 3 levels of 255 of matplotlib's table
+//! as the degree-6 polynomial fit by Matt Zucker (within 4 levels of 255 of matplotlib's table
 //! at its ends and middle, `tests/eval_protocols.rs`), and a fixed palette for per-head masks.
 
 const C: [[f64; 3]; 7] = [
