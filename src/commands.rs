@@ -71,7 +71,11 @@ pub fn eval_knn(
         .knn
         .as_ref()
         .context("the pipeline has no [eval.knn] section")?;
-    let ks = if ks.is_empty() { vec![knn.k] } else { ks.to_vec() };
+    let ks = if ks.is_empty() {
+        vec![knn.k]
+    } else {
+        ks.to_vec()
+    };
     let (feats, what) = if raw_pixels {
         (
             crate::run::knn_features(cfg, &crate::commands_eval::pixels)?,

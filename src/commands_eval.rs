@@ -45,7 +45,10 @@ pub fn eval_segment(
         100.0 * threshold,
         model.description
     );
-    println!("{:<14} {:>9} {:>14}  per head", "", "best head", "mean of heads");
+    println!(
+        "{:<14} {:>9} {:>14}  per head",
+        "", "best head", "mean of heads"
+    );
     for (name, s) in &rows {
         let (h, best) = s.best();
         let heads: Vec<String> = s.per_head.iter().map(|v| format!("{v:.3}")).collect();
@@ -55,7 +58,11 @@ pub fn eval_segment(
             heads.join(" ")
         );
     }
-    println!("{:<14} {:>9.3}", "centred disc", segment::disc_baseline(&set));
+    println!(
+        "{:<14} {:>9.3}",
+        "centred disc",
+        segment::disc_baseline(&set)
+    );
     Ok(())
 }
 

@@ -133,8 +133,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 raw_pixels,
             )
         }
-        Command::Attention(a) => dino_stream::commands_eval::attention(
-            dino_stream::commands_eval::AttentionArgs {
+        Command::Attention(a) => {
+            dino_stream::commands_eval::attention(dino_stream::commands_eval::AttentionArgs {
                 checkpoint: a.checkpoint,
                 images: a.images,
                 out: a.out,
@@ -146,8 +146,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 heads: a.heads,
                 random_init: a.random_init,
                 zoom: a.zoom,
-            },
-        ),
+            })
+        }
         Command::Composite {
             fashion_mnist,
             test_split,

@@ -21,7 +21,10 @@ fn linear_probe_learns_a_linearly_separable_set() {
             let (top2, idx) = scores.topk(2, 1, true, true);
             let margin = top2.select(1, 0) - top2.select(1, 1);
             let keep = margin.gt(0.5).nonzero().squeeze_dim(1);
-            (x.index_select(0, &keep), idx.select(1, 0).index_select(0, &keep))
+            (
+                x.index_select(0, &keep),
+                idx.select(1, 0).index_select(0, &keep),
+            )
         })
     };
     let (train_x, train_y) = sample(4000);
@@ -91,12 +94,20 @@ fn jaccard_of_known_sets_and_the_disc_baseline() {
         image: image(),
         mask: disc,
     }];
-    assert!(disc_baseline(&centred) > 0.95, "{}", disc_baseline(&centred));
+    assert!(
+        disc_baseline(&centred) > 0.95,
+        "{}",
+        disc_baseline(&centred)
+    );
     let cornered = [Sample {
         image: image(),
         mask: corner,
     }];
-    assert!(disc_baseline(&cornered) < 0.05, "{}", disc_baseline(&cornered));
+    assert!(
+        disc_baseline(&cornered) < 0.05,
+        "{}",
+        disc_baseline(&cornered)
+    );
 }
 
 /// Endpoints and midpoint of matplotlib's viridis table (#440154, #21918c, #fde725), to within

@@ -56,7 +56,12 @@ fn official_and_timm_weights_match_their_own_code() {
         assert_eq!(vit.dims.heads, 2, "{file}");
         let x = model.normalize(images);
         let attn = tch::no_grad(|| vit.last_selfattention(&x));
-        assert_close(&format!("{file} attention"), &attn, &want["attention"], 1e-5);
+        assert_close(
+            &format!("{file} attention"),
+            &attn,
+            &want["attention"],
+            1e-5,
+        );
         let layers = tch::no_grad(|| vit.intermediate_layers(&x, 2));
         assert_eq!(layers.len(), 2);
         for (i, t) in layers.iter().enumerate() {
@@ -99,12 +104,8 @@ fn official_and_timm_weights_match_their_own_code() {
         &want["student_features"],
         1e-4,
     );
-    let imported = weights::select(
-        &full,
-        weights::read_file(&full).unwrap(),
-        Which::Teacher,
-    )
-    .unwrap();
+    let imported =
+        weights::select(&full, weights::read_file(&full).unwrap(), Which::Teacher).unwrap();
     assert!(imported.head.contains_key("last_layer.weight_g"));
     assert!(imported.head.contains_key("mlp.0.weight"));
 
@@ -158,8 +159,11 @@ fn bad_weight_files_are_refused_with_the_file_named() {
         .to_string();
     assert!(err.contains("junk.pth"), "{err}");
     let other = dir.path().join("other.safetensors");
-    Tensor::write_safetensors(&[("w", Tensor::zeros([2, 2], tch::kind::FLOAT_CPU))], &other)
-        .unwrap();
+    Tensor::write_safetensors(
+        &[("w", Tensor::zeros([2, 2], tch::kind::FLOAT_CPU))],
+        &other,
+    )
+    .unwrap();
     let err = FeatureModel::open(&other, OpenOptions::default())
         .err()
         .unwrap()
@@ -217,8 +221,16 @@ fn training_starts_from_an_official_checkpoint() {
         &want["teacher_features"],
         1e-4,
     );
-    let student = engine.student().params.get("head.last_layer.weight_v").unwrap();
-    let teacher = engine.teacher().params.get("head.last_layer.weight_v").unwrap();
+    let student = engine
+        .student()
+        .params
+        .get("head.last_layer.weight_v")
+        .unwrap();
+    let teacher = engine
+        .teacher()
+        .params
+        .get("head.last_layer.weight_v")
+        .unwrap();
     assert!(student.equal(teacher));
 
     // A mismatched architecture is refused with the file and tensor named.

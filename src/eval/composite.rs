@@ -41,7 +41,10 @@ fn backgrounds(dir: &Path, max_pixels: u64) -> Result<Vec<(PathBuf, Frame)>, Seg
         .map(|e| e.path())
         .filter(|p| {
             matches!(
-                p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .map(|e| e.to_ascii_lowercase())
+                    .as_deref(),
                 Some("png" | "jpg" | "jpeg")
             )
         })
@@ -49,7 +52,9 @@ fn backgrounds(dir: &Path, max_pixels: u64) -> Result<Vec<(PathBuf, Frame)>, Seg
     paths.sort();
     let mut out = Vec::new();
     for p in paths {
-        let Ok(bytes) = std::fs::read(&p) else { continue };
+        let Ok(bytes) = std::fs::read(&p) else {
+            continue;
+        };
         match decode_image(&bytes, max_pixels) {
             // Tiny images and thin strips make poor backgrounds.
             Ok(f) if f.width >= 64 && f.height >= 64 => out.push((p, f)),
@@ -79,18 +84,33 @@ pub fn build(spec: &CompositeSpec, out: &Path) -> Result<usize, SegmentError> {
     for i in 0..spec.count {
         let mut rng = Rng::keyed(&[spec.seed, i as u64, 0xC0_4905]);
         let (_, bg) = &bgs[rng.below(bgs.len() as u64) as usize];
-        let rect = random_resized_crop_params(&mut rng, bg.width, bg.height, [0.3, 1.0], [0.75, 4.0 / 3.0]);
-        let bg_view = resized_crop(bg, rect, size, size)
-            .map_err(|e| SegmentError::Invalid(e.to_string()))?;
+        let rect = random_resized_crop_params(
+            &mut rng,
+            bg.width,
+            bg.height,
+            [0.3, 1.0],
+            [0.75, 4.0 / 3.0],
+        );
+        let bg_view =
+            resized_crop(bg, rect, size, size).map_err(|e| SegmentError::Invalid(e.to_string()))?;
         let gid = rng.below(garments.len());
         let (garment, label) = match (garments.read(gid), garments.label(gid)) {
             (Ok(Payload::Decoded(f)), Some(l)) => (f, l),
-            _ => return Err(SegmentError::Invalid(format!("Fashion-MNIST sample {gid} unreadable"))),
+            _ => {
+                return Err(SegmentError::Invalid(format!(
+                    "Fashion-MNIST sample {gid} unreadable"
+                )))
+            }
         };
         let side = ((size as f64 * rng.uniform(GARMENT_SCALE[0], GARMENT_SCALE[1])) as u32).max(8);
         let g = resized_crop(
             &garment,
-            crate::augment::CropRect { top: 0, left: 0, height: garment.height, width: garment.width },
+            crate::augment::CropRect {
+                top: 0,
+                left: 0,
+                height: garment.height,
+                width: garment.width,
+            },
             side,
             side,
         )
@@ -114,7 +134,9 @@ pub fn build(spec: &CompositeSpec, out: &Path) -> Result<usize, SegmentError> {
                 let p = img.get_pixel_mut(px, py);
                 for c in 0..3 {
                     let fg = tint[c] as f64 * (0.35 + 0.65 * a);
-                    p.0[c] = (p.0[c] as f64 * (1.0 - a) + fg * a).round().clamp(0.0, 255.0) as u8;
+                    p.0[c] = (p.0[c] as f64 * (1.0 - a) + fg * a)
+                        .round()
+                        .clamp(0.0, 255.0) as u8;
                 }
             }
         }

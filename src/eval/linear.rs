@@ -120,11 +120,19 @@ pub struct Trainer {
 
 impl Trainer {
     /// `lr` is per 256 samples, as in the official script.
-    pub fn new(dim: i64, classes: i64, lr: f64, batch_size: usize, epochs: usize, seed: u64) -> Self {
+    pub fn new(
+        dim: i64,
+        classes: i64,
+        lr: f64,
+        batch_size: usize,
+        epochs: usize,
+        seed: u64,
+    ) -> Self {
         tch::manual_seed(seed as i64);
         let weight = (Tensor::randn([classes, dim], (Kind::Float, tch::Device::Cpu)) * 0.01)
             .set_requires_grad(true);
-        let bias = Tensor::zeros([classes], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let bias =
+            Tensor::zeros([classes], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
         Trainer {
             momentum_w: Tensor::zeros_like(&weight),
             momentum_b: Tensor::zeros_like(&bias),
@@ -136,7 +144,9 @@ impl Trainer {
 
     /// `CosineAnnealingLR(epochs, eta_min=0)` stepped once per epoch.
     pub fn lr_at(&self, epoch: usize) -> f64 {
-        self.base_lr * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / self.epochs as f64).cos())
+        self.base_lr
+            * 0.5
+            * (1.0 + (std::f64::consts::PI * epoch as f64 / self.epochs as f64).cos())
     }
 
     /// One SGD step (momentum 0.9, dampening 0, no weight decay) on a batch; returns the loss.
@@ -147,7 +157,10 @@ impl Trainer {
         let loss = c.logits(x).cross_entropy_for_logits(y);
         loss.backward();
         tch::no_grad(|| {
-            for (p, buf) in [(&c.weight, &mut self.momentum_w), (&c.bias, &mut self.momentum_b)] {
+            for (p, buf) in [
+                (&c.weight, &mut self.momentum_w),
+                (&c.bias, &mut self.momentum_b),
+            ] {
                 let g = p.grad();
                 let _ = buf.g_mul_scalar_(0.9).g_add_(&g);
                 let _ = p.shallow_clone().g_sub_(&(&*buf * lr));
@@ -212,7 +225,10 @@ pub fn vit_features(layers: &[Tensor], avgpool: bool) -> Tensor {
     if avgpool {
         let last = layers.last().expect("at least one block");
         let n = last.size()[1];
-        parts.push(last.narrow(1, 1, n - 1).mean_dim([1i64].as_slice(), false, Kind::Float));
+        parts.push(
+            last.narrow(1, 1, n - 1)
+                .mean_dim([1i64].as_slice(), false, Kind::Float),
+        );
     }
     Tensor::cat(&parts, 1)
 }

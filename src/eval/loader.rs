@@ -107,11 +107,10 @@ impl FeatureModel {
 
     fn from_checkpoint(dir: &Path, opts: OpenOptions) -> Result<Self, LoadError> {
         let meta = checkpoint::load_meta(dir)?;
-        let cfg: PipelineConfig =
-            toml::from_str(&meta.config).map_err(|e| LoadError::Invalid {
-                path: dir.join("state.json"),
-                message: format!("the saved configuration does not parse: {e}"),
-            })?;
+        let cfg: PipelineConfig = toml::from_str(&meta.config).map_err(|e| LoadError::Invalid {
+            path: dir.join("state.json"),
+            message: format!("the saved configuration does not parse: {e}"),
+        })?;
         let img = cfg.augment.global_size as i64;
         let net = DinoNet::new(&cfg.model, img, 0.0, opts.device);
         let mut params = net.params;

@@ -1,7 +1,7 @@
 //! Evaluation of learned features without labels in training: weighted k-NN.
 
-pub mod knn;
 pub mod composite;
+pub mod knn;
 pub mod linear;
 pub mod loader;
 pub mod online;

@@ -59,7 +59,9 @@ fn load(
 ) -> Result<Subset, String> {
     let src = match source.open().map_err(|e| format!("{key}: {e}"))? {
         OpenedSource::Indexed(s) => s,
-        OpenedSource::Stream(_) => return Err(format!("{key}: online k-NN needs a source of known length")),
+        OpenedSource::Stream(_) => {
+            return Err(format!("{key}: online k-NN needs a source of known length"))
+        }
     };
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
@@ -69,7 +71,9 @@ fn load(
             Ok(Payload::Encoded(b)) => decode_image(&b, max_pixels).ok(),
             Err(_) => None,
         };
-        if let (Some(view), Some(label)) = (frame.and_then(|f| eval_view(&f, side).ok()), src.label(id)) {
+        if let (Some(view), Some(label)) =
+            (frame.and_then(|f| eval_view(&f, side).ok()), src.label(id))
+        {
             pixels.extend_from_slice(&view);
             labels.push(label as i64);
         }
@@ -92,11 +96,27 @@ impl OnlineKnn {
         std::thread::Builder::new()
             .name("knn-subsets".into())
             .spawn(move || {
-                let result = load(&cfg_c.train, "eval.knn.train", cfg_c.online_bank, side, max_pixels)
-                    .and_then(|bank| {
-                        load(&cfg_c.test, "eval.knn.test", cfg_c.online_queries, side, max_pixels)
-                            .map(|queries| Subsets { bank, queries, side })
-                    });
+                let result = load(
+                    &cfg_c.train,
+                    "eval.knn.train",
+                    cfg_c.online_bank,
+                    side,
+                    max_pixels,
+                )
+                .and_then(|bank| {
+                    load(
+                        &cfg_c.test,
+                        "eval.knn.test",
+                        cfg_c.online_queries,
+                        side,
+                        max_pixels,
+                    )
+                    .map(|queries| Subsets {
+                        bank,
+                        queries,
+                        side,
+                    })
+                });
                 let _ = tx.send(result);
             })
             .expect("spawn knn-subsets thread");
@@ -159,7 +179,12 @@ impl OnlineKnn {
             self.temperature,
         );
         self.spent += t.elapsed();
-        tracing::debug!(step, seconds = t.elapsed().as_secs_f64(), acc, "online k-NN");
+        tracing::debug!(
+            step,
+            seconds = t.elapsed().as_secs_f64(),
+            acc,
+            "online k-NN"
+        );
         Some(acc)
     }
 

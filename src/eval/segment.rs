@@ -62,7 +62,10 @@ pub fn read_set(dir: &Path, limit: Option<usize>) -> Result<Vec<Sample>, Segment
         });
     }
     if out.is_empty() {
-        return Err(SegmentError::Invalid(format!("{}: no samples", index.display())));
+        return Err(SegmentError::Invalid(format!(
+            "{}: no samples",
+            index.display()
+        )));
     }
     Ok(out)
 }
@@ -93,7 +96,10 @@ impl Scores {
             .iter()
             .copied()
             .enumerate()
-            .fold((0, f64::NEG_INFINITY), |b, (i, v)| if v > b.1 { (i, v) } else { b })
+            .fold(
+                (0, f64::NEG_INFINITY),
+                |b, (i, v)| if v > b.1 { (i, v) } else { b },
+            )
     }
 
     pub fn mean(&self) -> f64 {
@@ -112,12 +118,15 @@ fn crop_mask(mask: &[bool], width: u32, w: u32, h: u32) -> Vec<bool> {
 /// Jaccard of every head's 60%-mass mask over the set, at the images' own size (cropped to
 /// whole patches).
 pub fn score(model: &FeatureModel, set: &[Sample], threshold: f64) -> Result<Scores, SegmentError> {
-    let vit = model.vit().map_err(|e| SegmentError::Invalid(e.to_string()))?;
+    let vit = model
+        .vit()
+        .map_err(|e| SegmentError::Invalid(e.to_string()))?;
     let patch = vit.dims.patch_size as u32;
     let mut sums: Vec<f64> = vec![0.0; vit.dims.heads as usize];
     for s in set {
         let shorter = s.image.width.min(s.image.height);
-        let img = prepare(&s.image, shorter, patch).map_err(|e| SegmentError::Invalid(e.to_string()))?;
+        let img =
+            prepare(&s.image, shorter, patch).map_err(|e| SegmentError::Invalid(e.to_string()))?;
         let gt = crop_mask(&s.mask, s.image.width, img.width, img.height);
         let maps = Maps::compute(model, &img).map_err(|e| SegmentError::Invalid(e.to_string()))?;
         let masks = mass_mask(&maps.cls(), threshold).to_kind(Kind::Uint8);

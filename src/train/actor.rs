@@ -175,9 +175,9 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         stats.step += 1;
         let dt = t0.elapsed().as_secs_f64();
         train_time += t0.elapsed();
-        let knn = online.as_mut().and_then(|o| {
-            o.maybe_run(stats.step, train_time, &|x| engine.teacher_features(x))
-        });
+        let knn = online
+            .as_mut()
+            .and_then(|o| o.maybe_run(stats.step, train_time, &|x| engine.teacher_features(x)));
         if let Some(acc) = knn {
             m.knn_accuracy.with_label_values(&["online"]).set(acc);
         }

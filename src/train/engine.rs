@@ -448,9 +448,9 @@ impl Engine {
     pub fn teacher_features(&self, images_nhwc_u8: &Tensor) -> Tensor {
         let x = self.normalize(&images_nhwc_u8.to_device(self.device));
         tch::no_grad(|| self.teacher.backbone.forward(&x, &mut Pass::eval()))
-        .to_kind(Kind::Float)
-        .to_device(Device::Cpu)
-        .contiguous()
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu)
+            .contiguous()
     }
 
     /// The normalised input groups of a batch on the device: `[globals (2B), locals (L·B)]`

@@ -49,12 +49,8 @@ impl Maps {
     pub fn compute(model: &FeatureModel, image: &Frame) -> Result<Maps, VizError> {
         let vit = model.vit().map_err(|e| VizError::Invalid(e.to_string()))?;
         let patch = vit.dims.patch_size as usize;
-        let x = Tensor::from_slice(image.data()).view([
-            1,
-            image.height as i64,
-            image.width as i64,
-            3,
-        ]);
+        let x =
+            Tensor::from_slice(image.data()).view([1, image.height as i64, image.width as i64, 3]);
         let attn = tch::no_grad(|| vit.last_selfattention(&model.normalize(&x)))
             .to_kind(Kind::Float)
             .to_device(tch::Device::Cpu)
@@ -133,10 +129,14 @@ fn heat(values: &[f32], maps: &Maps) -> RgbImage {
     let hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let span = (hi - lo).max(1e-12);
     let p = maps.patch;
-    RgbImage::from_fn((maps.grid_w * p) as u32, (maps.grid_h * p) as u32, |x, y| {
-        let v = values[(y as usize / p) * maps.grid_w + x as usize / p];
-        Rgb(viridis(((v - lo) / span) as f64))
-    })
+    RgbImage::from_fn(
+        (maps.grid_w * p) as u32,
+        (maps.grid_h * p) as u32,
+        |x, y| {
+            let v = values[(y as usize / p) * maps.grid_w + x as usize / p];
+            Rgb(viridis(((v - lo) / span) as f64))
+        },
+    )
 }
 
 fn blend(a: [u8; 3], b: [u8; 3], alpha: f64) -> [u8; 3] {
@@ -224,7 +224,10 @@ pub fn render(
         })
         .collect();
     for h in 0..maps.heads {
-        save(&heat(&to_vec(&cls.get(h as i64)), &maps), format!("attn-head{h}"))?;
+        save(
+            &heat(&to_vec(&cls.get(h as i64)), &maps),
+            format!("attn-head{h}"),
+        )?;
         save(
             &mask_overlay(&image, &masks[h..h + 1], &maps),
             format!("mask-head{h}"),
@@ -242,12 +245,8 @@ pub fn render(
         }
     }
     if opts.pca {
-        let x = Tensor::from_slice(image.data()).view([
-            1,
-            image.height as i64,
-            image.width as i64,
-            3,
-        ]);
+        let x =
+            Tensor::from_slice(image.data()).view([1, image.height as i64, image.width as i64, 3]);
         let tokens = tch::no_grad(|| {
             vit.intermediate_layers(&model.normalize(&x), 1)
                 .pop()

@@ -4,7 +4,6 @@ pub mod attention;
 pub mod colormap;
 pub mod report;
 
-
 use std::path::Path;
 
 /// Writes an RGB image as PNG, naming the file in the error.

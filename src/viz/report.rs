@@ -64,7 +64,12 @@ fn read_log(path: &Path) -> Result<(BTreeMap<u64, Row>, usize), VizError> {
 
 type Series = (&'static str, Vec<(f64, f64)>, RGBColor);
 
-fn series(rows: &BTreeMap<u64, Row>, name: &'static str, colour: RGBColor, get: fn(&Row) -> f64) -> Series {
+fn series(
+    rows: &BTreeMap<u64, Row>,
+    name: &'static str,
+    colour: RGBColor,
+    get: fn(&Row) -> f64,
+) -> Series {
     let pts = rows
         .iter()
         .map(|(s, r)| (*s as f64, get(r)))
@@ -103,9 +108,18 @@ pub fn write(run_dir: &Path, out: &Path) -> Result<usize, VizError> {
     let panels: Vec<(&str, Vec<Series>)> = vec![
         ("DINO loss", vec![series(&rows, "loss", blue, |r| r.loss)]),
         ("learning rate", vec![series(&rows, "lr", blue, |r| r.lr)]),
-        ("weight decay", vec![series(&rows, "wd", blue, |r| r.weight_decay)]),
-        ("teacher EMA momentum", vec![series(&rows, "momentum", blue, |r| r.momentum)]),
-        ("teacher temperature", vec![series(&rows, "temp", blue, |r| r.teacher_temp)]),
+        (
+            "weight decay",
+            vec![series(&rows, "wd", blue, |r| r.weight_decay)],
+        ),
+        (
+            "teacher EMA momentum",
+            vec![series(&rows, "momentum", blue, |r| r.momentum)],
+        ),
+        (
+            "teacher temperature",
+            vec![series(&rows, "temp", blue, |r| r.teacher_temp)],
+        ),
         (
             "teacher entropy (nats)",
             vec![
@@ -113,22 +127,29 @@ pub fn write(run_dir: &Path, out: &Path) -> Result<usize, VizError> {
                 series(&rows, "batch mean", orange, |r| r.mean_entropy),
             ],
         ),
-        ("KL(teacher || student) (nats)", vec![series(&rows, "KL", green, |r| r.kl)]),
-        ("online k-NN accuracy", vec![series(&rows, "k-NN", green, |r| r.knn)]),
+        (
+            "KL(teacher || student) (nats)",
+            vec![series(&rows, "KL", green, |r| r.kl)],
+        ),
+        (
+            "online k-NN accuracy",
+            vec![series(&rows, "k-NN", green, |r| r.knn)],
+        ),
     ];
     let root = BitMapBackend::new(out, (1500, 1000)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err)?;
     let title = format!("{}  ({} steps)", run_dir.display(), rows.len());
-    let root = root
-        .titled(&title, ("sans-serif", 24))
-        .map_err(draw_err)?;
+    let root = root.titled(&title, ("sans-serif", 24)).map_err(draw_err)?;
     let (first, last) = (
         *rows.keys().next().expect("non-empty") as f64,
         *rows.keys().last().expect("non-empty") as f64,
     );
     let x_range = first..(last.max(first + 1.0));
     for (area, (name, lines)) in root.split_evenly((3, 3)).iter().zip(panels) {
-        let ys: Vec<f64> = lines.iter().flat_map(|(_, p, _)| p.iter().map(|q| q.1)).collect();
+        let ys: Vec<f64> = lines
+            .iter()
+            .flat_map(|(_, p, _)| p.iter().map(|q| q.1))
+            .collect();
         let mut chart = ChartBuilder::on(area);
         chart
             .caption(name, ("sans-serif", 18))

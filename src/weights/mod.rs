@@ -105,7 +105,9 @@ pub fn select(
     let (scope, layout) = if has(&format!("{net}.")) {
         (format!("{net}."), format!("the {net} of a DINO checkpoint"))
     } else if has("teacher.") || has("student.") {
-        return Err(layout_err(format!("no {net}.* tensors in a student/teacher checkpoint")));
+        return Err(layout_err(format!(
+            "no {net}.* tensors in a student/teacher checkpoint"
+        )));
     } else {
         (String::new(), "a backbone state dict".to_string())
     };
@@ -175,7 +177,9 @@ pub fn infer_dims(
             .ok_or_else(|| err(format!("missing tensor {k}")))
     };
     let cls = shape("cls_token")?;
-    let embed_dim = *cls.last().ok_or_else(|| err("cls_token has no shape".into()))?;
+    let embed_dim = *cls
+        .last()
+        .ok_or_else(|| err("cls_token has no shape".into()))?;
     let patch = shape("patch_embed.proj.weight")?;
     if patch.len() != 4 || patch[2] != patch[3] || patch[1] != 3 {
         return Err(err(format!(
@@ -200,7 +204,9 @@ pub fn infer_dims(
     let fc1 = shape("blocks.0.mlp.fc1.weight")?;
     let heads = heads.unwrap_or((embed_dim / 64).max(1));
     if embed_dim % heads != 0 {
-        return Err(err(format!("width {embed_dim} is not divisible by {heads} heads")));
+        return Err(err(format!(
+            "width {embed_dim} is not divisible by {heads} heads"
+        )));
     }
     Ok(VitDims {
         embed_dim,
@@ -235,7 +241,10 @@ pub fn load_into(
     for e in params.entries() {
         if let Some(name) = e.name.strip_prefix(prefix) {
             if name.ends_with("attn.qkv.bias") && !map.contains_key(&e.name) {
-                map.insert(e.name.clone(), Tensor::zeros_like(&e.tensor).to_device(tch::Device::Cpu));
+                map.insert(
+                    e.name.clone(),
+                    Tensor::zeros_like(&e.tensor).to_device(tch::Device::Cpu),
+                );
             }
         }
     }

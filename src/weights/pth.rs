@@ -76,7 +76,10 @@ pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>, PthError> {
             nom::Err::Error(e) | nom::Err::Failure(e) => pkl.len() - e.input.len(),
             nom::Err::Incomplete(_) => pkl.len(),
         };
-        pickle_err(format!("cannot parse data.pkl at byte {at} of {}", pkl.len()))
+        pickle_err(format!(
+            "cannot parse data.pkl at byte {at} of {}",
+            pkl.len()
+        ))
     })?;
     let (values, _) = repugnant_pickle::evaluate(&ops, true)
         .map_err(|e| pickle_err(format!("cannot evaluate data.pkl: {e}")))?;
@@ -236,7 +239,9 @@ fn tensor_ref(args: &[Value], name: &str) -> Result<TensorRef, String> {
         return Err(format!("{name}: unexpected _rebuild_tensor_v2 arguments"));
     };
     let (pid, offset, shape, stride) = match a.as_slice() {
-        [Value::PersId(pid), Value::Int(offset), shape, stride, ..] => (pid, *offset, shape, stride),
+        [Value::PersId(pid), Value::Int(offset), shape, stride, ..] => {
+            (pid, *offset, shape, stride)
+        }
         _ => return Err(format!("{name}: unexpected _rebuild_tensor_v2 arguments")),
     };
     let Value::Seq(SequenceType::Tuple, p) = pid.as_ref() else {
@@ -267,7 +272,9 @@ fn tensor_ref(args: &[Value], name: &str) -> Result<TensorRef, String> {
     let shape = ints(shape, "shape", name)?;
     let stride = ints(stride, "stride", name)?;
     if shape.len() != stride.len() {
-        return Err(format!("{name}: shape {shape:?} and stride {stride:?} differ in rank"));
+        return Err(format!(
+            "{name}: shape {shape:?} and stride {stride:?} differ in rank"
+        ));
     }
     Ok(TensorRef {
         name: name.to_string(),
