@@ -167,12 +167,23 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
                     .knn_accuracy
                     .with_label_values(&["untrained"])
                     .set(untrained);
+                // The baseline a newcomer compares with: the same k-NN on raw pixels.
+                let px = knn_features(&cfg, &crate::commands_eval::pixels)?;
+                let raw = knn::accuracy(
+                    &px.train,
+                    &px.train_labels,
+                    &px.test,
+                    &px.test_labels,
+                    knn_cfg.k,
+                    knn_cfg.temperature,
+                );
                 println!(
-                    "k-NN accuracy (k={}, T={}): trained {:.2}%  untrained {:.2}%",
+                    "k-NN accuracy (k={}, T={}): trained {:.2}%  untrained {:.2}%  raw pixels {:.2}%",
                     knn_cfg.k,
                     knn_cfg.temperature,
                     100.0 * trained,
-                    100.0 * untrained
+                    100.0 * untrained,
+                    100.0 * raw
                 );
             } else {
                 println!(
