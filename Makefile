@@ -17,7 +17,7 @@ export DINO_STREAM_PYTHON := $(PYTHON)
 
 BIN := target/release/dino-stream
 
-.PHONY: setup apt venv build run test lint fmt bench bench-pipeline bench-train gpu-bin clean
+.PHONY: setup apt venv build install run test lint fmt bench bench-pipeline bench-train gpu-bin clean
 
 setup: apt venv
 
@@ -48,6 +48,13 @@ $(VENV)/.installed: requirements.txt
 build: setup
 	cargo build --release --bins
 
+# Puts dino-stream on the PATH (~/.local/bin by default). The binary finds libtorch through the
+# rpath to this checkout's .venv, so keep the checkout where it is.
+PREFIX ?= $(HOME)/.local
+install: build
+	install -D -m 755 $(BIN) $(PREFIX)/bin/dino-stream
+	@echo "installed $(PREFIX)/bin/dino-stream"
+
 # A binary for a GPU machine (scripts/gpu-check.sh): no FFmpeg (that machine lacks Debian's
 # FFmpeg 5.1), stripped to about 10 MB so it fits the device tool's 64 MiB transfer, with the
 # system libjpeg-turbo beside it in .gpu/lib.
@@ -59,8 +66,15 @@ gpu-bin: setup
 run: build
 	$(BIN) run pipelines/quickstart.toml
 
+# The numeric checks run a second time on the AVX2 kernel paths of libtorch (ATen, oneDNN, MKL)
+# and of our own pixel kernels, so a tolerance fitted to one CPU's kernels fails here, on any
+# machine, instead of on the next user's CPU (see docs/ARCHITECTURE.md, "Numeric tests").
+ISA_AVX2 := ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 DINO_STREAM_CPU_ISA=avx2
+NUMERIC_TESTS := --lib --test engine_reference --test augment_reference
+
 test: build
 	cargo test --release --lib --bins --tests -- --test-threads=2
+	$(ISA_AVX2) cargo test --release $(NUMERIC_TESTS) -- --test-threads=2
 
 lint: setup
 	cargo fmt --all -- --check

@@ -5,23 +5,36 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 
-use crate::augment::{AugmentConfig, MultiCrop};
+use crate::augment::{AugmentConfig, CropPlan, MultiCrop};
 use crate::batch::{Batch, Cursor};
 use crate::config::PipelineConfig;
-use crate::decode::decode_image;
+use crate::decode::Reduction;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
-use crate::pipeline::{worker_count, Pipeline};
+use crate::pipeline::{worker_count, Pipeline, SampleDecoder};
 use crate::source::{IndexedSource, OpenedSource, Payload};
 use crate::train::engine::{select_device, Engine};
 
 /// Runs the pipeline without a trainer for `seconds`, then decode alone on the same files.
 pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
+        bail!("--seconds must be a number of seconds in (0, 86400], got {seconds}");
+    }
     let metrics = Metrics::new();
     let stop = Arc::new(AtomicBool::new(false));
     let source = cfg.source.open().context("opening [source]")?;
+    if let Some(n) = source.epoch_len() {
+        // The batcher drops each epoch's partial tail: with fewer samples than one batch no
+        // batch would ever come.
+        if n < cfg.train.batch_size as u64 {
+            bail!(
+                "the source has {n} samples, fewer than one batch of train.batch_size = {}",
+                cfg.train.batch_size
+            );
+        }
+    }
     let epochs = if matches!(source, OpenedSource::Indexed(_)) {
         u64::MAX / 2
     } else {
@@ -37,16 +50,29 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     );
     let warmup = Duration::from_secs_f64((seconds * 0.1).min(2.0));
     let t0 = Instant::now();
+    let deadline = t0 + warmup + Duration::from_secs_f64(seconds);
     let mut images = 0u64;
+    let mut batches = 0u64;
     let mut measured_from = None;
-    while t0.elapsed() < warmup + Duration::from_secs_f64(seconds) {
-        let Some(batch) = pipeline.batches.recv() else {
-            break;
-        };
+    // A deadline on every wait: a source whose samples are all unreadable yields no batch.
+    while let Ok(Some(batch)) = pipeline.batches.recv_until(deadline) {
+        batches += 1;
         if t0.elapsed() >= warmup {
             measured_from.get_or_insert_with(Instant::now);
             images += batch.size as u64;
         }
+    }
+    if batches == 0 {
+        stop.store(true, Ordering::SeqCst);
+        let (skipped, failure) = (pipeline.skips.distinct(), pipeline.failure());
+        pipeline.shutdown();
+        if let Some(f) = failure {
+            bail!("{f}");
+        }
+        bail!(
+            "no batch in {:.1}s ({skipped} unreadable samples skipped)",
+            t0.elapsed().as_secs_f64()
+        );
     }
     let elapsed = measured_from.map_or(1e-9, |t| t.elapsed().as_secs_f64());
     stop.store(true, Ordering::SeqCst);
@@ -87,6 +113,14 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
             );
         }
     }
+    let busy: f64 = stats.iter().map(|(_, _, b)| b).sum();
+    if busy > 0.0 {
+        println!(
+            "  decode share: {:.1}% of the workers' busy time (decode.scaled = {:?})",
+            100.0 * stats[0].2 / busy,
+            cfg.decode.scaled
+        );
+    }
 
     let source = cfg.source.open()?;
     let OpenedSource::Indexed(src) = source else {
@@ -99,10 +133,10 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     } else {
         cfg.decode.workers
     };
-    let max_pixels = cfg.decode.max_pixels;
+    let decoder = SampleDecoder::new(&cfg.decode, &cfg.augment, cfg.train.seed);
     let decode_ips = timed_loop(workers, seconds, src.len(), || {
-        let src = src.clone();
-        move |id| decode_frame(src.as_ref(), id, max_pixels).is_some()
+        let (src, decoder) = (src.clone(), decoder.clone());
+        move |id| decode_frame(src.as_ref(), &decoder, id).is_some()
     });
     println!("decode-only: {decode_ips:.1} images/s with {workers} workers");
     println!(
@@ -112,28 +146,98 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     // The per-core cost without scheduling in the way: one thread decodes and multi-crops
     // each image in turn, like one PIL dataloader worker (bench_pil_recipe.py).
     let seed = cfg.train.seed;
+    let scales = ScaleCounts::default();
+    let decode_nanos = AtomicU64::new(0);
+    let t = Instant::now();
     let serial_ips = timed_loop(1, seconds, src.len(), || {
-        let src = src.clone();
+        let (src, decoder) = (src.clone(), decoder.clone());
         let mut multicrop = MultiCrop::new(&cfg.augment, seed);
         let mut global = vec![0u8; AugmentConfig::GLOBAL_CROPS * cfg.augment.global_bytes()];
         let mut local = vec![0u8; cfg.augment.local_crops * cfg.augment.local_bytes()];
+        let (scales, decode_nanos) = (&scales, &decode_nanos);
         move |id| {
-            decode_frame(src.as_ref(), id, max_pixels).is_some_and(|frame| {
+            let t = Instant::now();
+            let decoded = decode_frame(src.as_ref(), &decoder, id);
+            decode_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            decoded.is_some_and(|(frame, reduced)| {
+                let (reduction, plan) = match reduced {
+                    Some((r, p)) => (r, Some(p)),
+                    None => (Reduction::identity(frame.width, frame.height), None),
+                };
+                scales.record(&reduction);
                 multicrop
-                    .apply(&frame, 0, id, &mut global, &mut local)
+                    .apply_reduced(
+                        &frame,
+                        &reduction,
+                        plan.as_ref(),
+                        0,
+                        id,
+                        &mut global,
+                        &mut local,
+                    )
                     .is_ok()
             })
         }
     });
-    println!("decode+augment on one core, serially: {serial_ips:.1} images/s");
+    let decode_share =
+        decode_nanos.load(Ordering::Relaxed) as f64 * 1e-9 / t.elapsed().as_secs_f64();
+    println!(
+        "decode+augment on one core, serially: {serial_ips:.1} images/s (decode {:.1}% of the time)",
+        100.0 * decode_share
+    );
+    println!(
+        "  decode scales (decode.scaled = {:?}): {}",
+        cfg.decode.scaled,
+        scales.report()
+    );
     Ok(())
 }
 
-/// The frame of sample `id`, decoded if the source holds encoded bytes; `None` on any error.
-fn decode_frame(src: &dyn IndexedSource, id: u64, max_pixels: u64) -> Option<Frame> {
+/// How many images the serial loop decoded at each scale, in eighths (index 1..=8).
+#[derive(Default)]
+struct ScaleCounts([AtomicU64; 9]);
+
+impl ScaleCounts {
+    fn record(&self, reduction: &Reduction) {
+        let eighths = reduction.scale.eighths().min(8) as usize;
+        self.0[eighths].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// "1/4 40 (62.5%), 1/2 24 (37.5%)": every scale used, smallest first.
+    fn report(&self) -> String {
+        let counts: Vec<u64> = self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total = counts.iter().sum::<u64>().max(1) as f64;
+        let used: Vec<String> = counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(e, &n)| {
+                let name = match e {
+                    8 => "1/1".to_string(),
+                    e if 8 % e == 0 => format!("1/{}", 8 / e),
+                    e => format!("{e}/8"),
+                };
+                format!("{name} {n} ({:.1}%)", 100.0 * n as f64 / total)
+            })
+            .collect();
+        if used.is_empty() {
+            "none (no encoded images)".into()
+        } else {
+            used.join(", ")
+        }
+    }
+}
+
+/// The frame of sample `id` as the pipeline decodes it (crop-aware with `decode.scaled =
+/// "auto"`), with its reduction and crop plan; `None` on any error.
+fn decode_frame(
+    src: &dyn IndexedSource,
+    decoder: &SampleDecoder,
+    id: u64,
+) -> Option<(Frame, Option<(Reduction, CropPlan)>)> {
     match src.read(id).ok()? {
-        Payload::Encoded(bytes) => decode_image(&bytes, max_pixels).ok(),
-        Payload::Decoded(frame) => Some(frame),
+        Payload::Encoded(bytes) => decoder.decode(&bytes, 0, id).ok(),
+        Payload::Decoded(frame) => Some((frame, None)),
     }
 }
 
@@ -168,6 +272,9 @@ fn timed_loop<W: FnMut(u64) -> bool + Send>(
 
 /// Times training steps on synthetic batches.
 pub fn train(cfg: &PipelineConfig, steps: u64, warmup: u64) -> anyhow::Result<()> {
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
     crate::run::configure_torch(cfg);
     let device = select_device(cfg.train.device);
     let plan = crate::train::Plan {

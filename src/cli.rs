@@ -12,20 +12,25 @@ use clap::{Args, Parser, Subcommand};
     after_help = "Examples:
   dino-stream run pipelines/quickstart.toml
   dino-stream run pipelines/imagenet.toml --set source.path=/data/imagenet/train --set train.batch_size=128
+  dino-stream run pipelines/imagenet.toml --set source.path=/data/my-images --no-eval
   dino-stream run pipelines/quickstart.toml --resume --max-steps 2000
-  dino-stream validate pipelines/video.toml
+  dino-stream validate pipelines/video.toml --set source.path=/data/my-videos
   dino-stream cache build pipelines/imagenet.toml --out /data/imagenet-cache
   dino-stream eval knn pipelines/quickstart.toml
+  dino-stream eval knn --checkpoint runs/quickstart --train /data/pets/train --test /data/pets/val
+  dino-stream export runs/quickstart --out backbone.safetensors
   dino-stream eval knn pipelines/quickstart.toml --k 10,20,100,200
   dino-stream eval linear pipelines/quickstart.toml
   dino-stream attention runs/quickstart photo.jpg --out maps --query 2,1 --pca
   dino-stream attention dino_vits16_pretrain.pth photo.jpg --out maps --size 480
   dino-stream report runs/quickstart
-  dino-stream export runs/quickstart/step-000001000 --out backbone.safetensors
   dino-stream bench pipeline pipelines/imagenet.toml --seconds 20
+  dino-stream config
 
-Configuration layers, lowest first: built-in defaults, config/default.toml, the pipeline file,
-DINO_STREAM__SECTION__KEY environment variables, then --set section.key=value."
+Configuration layers, lowest first: built-in defaults, config/default.toml (built into the
+binary), the pipeline file, DINO_STREAM__SECTION__KEY environment variables, then
+--set section.key=value. `dino-stream config` lists every key with its default; main_dino.py's
+flags are keys too (--epochs 100 is --set train.epochs=100; see docs/CONFIG.md)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -37,7 +42,8 @@ pub struct Cli {
 pub struct PipelineArgs {
     /// Pipeline TOML file.
     pub pipeline: PathBuf,
-    /// Override a key, e.g. `--set train.lr=1e-4` (repeatable; TOML values, bare strings allowed).
+    /// Override a key, e.g. `--set train.base_lr=1e-4` (repeatable; TOML values, bare strings
+    /// allowed; `dino-stream config` lists the keys).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
 }
@@ -54,27 +60,42 @@ pub enum Command {
         /// Continue from the latest checkpoint in checkpoint.dir, at the exact next batch.
         #[arg(long)]
         resume: bool,
+        /// Start over in a checkpoint.dir that holds a run: the old run is moved to DIR.old-N.
+        #[arg(long, conflicts_with = "resume")]
+        restart: bool,
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Skip the k-NN evaluation after training (as `--set eval.knn.enabled=false`).
+        #[arg(long)]
+        no_eval: bool,
+        /// With --resume: let `--set train.*`/`augment.*` keys differ from the checkpoint's
+        /// configuration (otherwise the checkpoint's configuration decides, and a conflicting
+        /// --set is an error).
+        #[arg(long, requires = "resume")]
+        allow_config_change: bool,
     },
-    /// Check a pipeline file (and overrides) without running anything.
+    /// Check a pipeline file (and overrides) without training: every key, every source the
+    /// run would read (opened and listed), the device and the precision.
     Validate {
         #[command(flatten)]
         pipeline: PipelineArgs,
-        /// Print the resolved configuration.
+        /// Print the resolved configuration (unset optional keys as comments).
         #[arg(long)]
         print: bool,
     },
+    /// List every configuration key with its default and what it does.
+    Config,
     /// Shard cache of decoded images.
     #[command(subcommand)]
     Cache(CacheCommand),
     /// Evaluate features.
     #[command(subcommand)]
     Eval(EvalCommand),
-    /// Write the teacher backbone of a checkpoint with timm/DINO key names.
+    /// Write the teacher backbone of a checkpoint with timm/DINO key names, the model's
+    /// description in the file's header, and print the Python that loads it.
     Export {
-        /// Checkpoint directory (…/step-NNNNNNNNN).
+        /// Checkpoint directory (…/step-NNNNNNNNN), or a run directory (its newest checkpoint).
         checkpoint: PathBuf,
         /// Output .safetensors file.
         #[arg(long)]
@@ -176,13 +197,23 @@ pub enum CacheCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
-    /// Weighted k-NN accuracy of teacher features on [eval.knn].
+    /// Weighted k-NN accuracy of teacher features on [eval.knn] (or --train/--test folders).
+    /// The model is the checkpoint's own; no --set model.* is needed.
     Knn {
-        #[command(flatten)]
-        pipeline: PipelineArgs,
-        /// Checkpoint directory (default: the latest in checkpoint.dir).
+        /// Pipeline TOML file (optional with --checkpoint: its saved configuration is used).
+        pipeline: Option<PathBuf>,
+        /// Override a key, e.g. `--set eval.knn.k=200` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Checkpoint or run directory (default: the latest in checkpoint.dir).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        /// Labelled image folder (root/class/*.jpg) for the feature bank.
+        #[arg(long, value_name = "DIR", requires = "test")]
+        train: Option<PathBuf>,
+        /// Labelled image folder to classify; classes are matched to the bank's by name.
+        #[arg(long, value_name = "DIR", requires = "train")]
+        test: Option<PathBuf>,
         /// Evaluate the untrained (freshly initialised) network instead.
         #[arg(long)]
         untrained: bool,

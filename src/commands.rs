@@ -6,21 +6,29 @@ use anyhow::{bail, Context};
 
 use crate::cache;
 use crate::checkpoint;
-use crate::config::PipelineConfig;
+use crate::config::{LoadedConfig, PipelineConfig};
 use crate::decode::decode_image;
 use crate::source::Payload;
 
-/// `cache build`: decodes the pipeline's source into shards under `out`.
+/// `cache build`: decodes the pipeline's source into shards under `out`, which it locks (a
+/// second build into the same directory fails at once, naming this one's PID).
 pub fn cache_build(cfg: &PipelineConfig, out: &Path) -> anyhow::Result<()> {
+    let _lock = crate::rundir::DirLock::acquire(out)?;
     let source = cfg.source.open().context("opening [source]")?;
     let max_pixels = cfg.decode.max_pixels;
-    let decode = |p: Payload| match p {
-        Payload::Decoded(f) => Ok(f),
-        Payload::Encoded(bytes) => decode_image(&bytes, max_pixels).map_err(|e| e.to_string()),
+    let bar = crate::progress::bar(&format!("cache {}", out.display()));
+    bar.set_length(source.epoch_len().unwrap_or(0));
+    let decode = |p: Payload| {
+        bar.inc(1);
+        match p {
+            Payload::Decoded(f) => Ok(f),
+            Payload::Encoded(bytes) => decode_image(&bytes, max_pixels).map_err(|e| e.to_string()),
+        }
     };
     let mut on_skip = |what: &str, why: &str| tracing::warn!("skipped {what}: {why}");
     let t = std::time::Instant::now();
     let report = cache::build(source, out, cfg.cache.shard_bytes, &decode, &mut on_skip)?;
+    bar.finish_and_clear();
     println!(
         "cache {}: {} images written, {} skipped, {} shards{} in {:.1}s",
         out.display(),
@@ -39,6 +47,16 @@ pub fn cache_build(cfg: &PipelineConfig, out: &Path) -> anyhow::Result<()> {
 
 /// `cache verify`: exits non-zero when any shard or record is damaged.
 pub fn cache_verify(dir: &Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        bail!("{}: no such directory", dir.display());
+    }
+    if !dir.join(cache::MANIFEST).is_file() {
+        bail!(
+            "{} is not a shard cache: it has no {} (make one with `dino-stream cache build PIPELINE --out DIR`)",
+            dir.display(),
+            cache::MANIFEST
+        );
+    }
     let report = cache::verify(dir)?;
     for p in &report.problems {
         println!("{p}");
@@ -57,20 +75,46 @@ pub fn cache_verify(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// `eval knn`: for each k in `ks` (default: the configured k), of a checkpoint or run
-/// directory, a weights file, the untrained network, or raw pixels.
+/// directory (its own configuration builds the model, see `recipe`), a weights file, the
+/// untrained network, or raw pixels; the pipeline (or the checkpoint's configuration) names the
+/// labelled sources.
 pub fn eval_knn(
-    cfg: &PipelineConfig,
-    checkpoint_dir: Option<&Path>,
+    loaded: &LoadedConfig,
+    checkpoint_path: Option<&Path>,
     untrained: bool,
     ks: &[usize],
     raw_pixels: bool,
 ) -> anyhow::Result<()> {
-    crate::run::configure_torch(cfg);
+    let mut cfg = loaded.config.clone();
+    let weights_file = checkpoint_path.filter(|p| p.is_file());
+    let found = if untrained || raw_pixels || weights_file.is_some() {
+        None
+    } else {
+        let dir = match checkpoint_path {
+            Some(p) => checkpoint::find(p)?,
+            None => checkpoint::find(&cfg.checkpoint.dir)?,
+        };
+        let meta = checkpoint::load_meta(&dir)?;
+        let saved = crate::recipe::saved_config(&dir, &meta)?;
+        for note in crate::recipe::adopt(
+            &mut cfg,
+            &saved,
+            &loaded.explicit_keys,
+            &dir,
+            crate::recipe::Use::Eval,
+        )? {
+            tracing::info!("eval: {note}");
+        }
+        Some(dir)
+    };
+    crate::run::configure_torch(&cfg);
     let knn = cfg
         .eval
         .knn
         .as_ref()
-        .context("the pipeline has no [eval.knn] section")?;
+        .context("the pipeline has no [eval.knn] section (or give --train DIR --test DIR)")?;
+    crate::preflight::device(&cfg.train)
+        .map_err(|p| crate::config::ConfigError::Invalid(p.to_string()))?;
     let ks = if ks.is_empty() {
         vec![knn.k]
     } else {
@@ -78,11 +122,10 @@ pub fn eval_knn(
     };
     let (feats, what) = if raw_pixels {
         (
-            crate::run::knn_features(cfg, &crate::commands_eval::pixels)?,
+            crate::run::knn_features(&cfg, &crate::commands_eval::pixels)?,
             "raw pixels".to_string(),
         )
-    } else if checkpoint_dir.is_some_and(|p| p.is_file()) {
-        let path = checkpoint_dir.expect("checked");
+    } else if let Some(path) = weights_file {
         let model = crate::eval::loader::FeatureModel::open(path, Default::default())?;
         let model = if untrained {
             model.random_twin(cfg.train.seed)
@@ -90,30 +133,33 @@ pub fn eval_knn(
             model
         };
         (
-            crate::run::knn_features(cfg, &|x| model.features(x))?,
+            crate::run::knn_features(&cfg, &|x| model.features(x))?,
             model.description.clone(),
         )
     } else {
-        let (engine, what) = if untrained {
-            let source = cfg.source.open().context("opening [source]")?;
-            let plan = crate::run::plan_for(cfg, &source)?;
-            let device = crate::train::engine::select_device(cfg.train.device);
-            (
-                crate::train::engine::Engine::new(
-                    &cfg.model,
-                    &cfg.train,
-                    &cfg.augment,
-                    plan,
-                    device,
-                )?,
-                "untrained".to_string(),
-            )
-        } else {
-            let (engine, dir) = crate::run::engine_from_checkpoint(cfg, checkpoint_dir)?;
-            (engine, dir.display().to_string())
+        let (engine, what) = match found {
+            None => {
+                let source = cfg.source.open().context("opening [source]")?;
+                let plan = crate::run::plan_for(&cfg, &source)?;
+                let device = crate::train::engine::select_device(cfg.train.device);
+                (
+                    crate::train::engine::Engine::new(
+                        &cfg.model,
+                        &cfg.train,
+                        &cfg.augment,
+                        plan,
+                        device,
+                    )?,
+                    "untrained".to_string(),
+                )
+            }
+            Some(dir) => {
+                let (engine, dir) = crate::run::engine_from_checkpoint(&cfg, Some(&dir))?;
+                (engine, dir.display().to_string())
+            }
         };
         (
-            crate::run::knn_features(cfg, &|x| engine.teacher_features(x))?,
+            crate::run::knn_features(&cfg, &|x| engine.teacher_features(x))?,
             what,
         )
     };
@@ -135,21 +181,28 @@ pub fn eval_knn(
     Ok(())
 }
 
-/// `export`: the teacher backbone of a checkpoint, with timm's key names.
-pub fn export(checkpoint_dir: &Path, out: &Path) -> anyhow::Result<()> {
-    checkpoint::load_meta(checkpoint_dir)?;
-    let tensors = checkpoint::load_tensors(checkpoint_dir)?;
-    crate::train::export::export_backbone(&tensors, out).with_context(|| {
-        format!(
-            "exporting {} to {}",
-            checkpoint_dir.display(),
-            out.display()
-        )
-    })?;
+/// `export`: the teacher backbone of a checkpoint (or of a run directory's newest), with
+/// timm's key names and the model's description in the safetensors header; prints the Python
+/// that loads it.
+pub fn export(checkpoint_path: &Path, out: &Path) -> anyhow::Result<()> {
+    let checkpoint_dir = checkpoint::find(checkpoint_path)?;
+    let meta = checkpoint::load_meta(&checkpoint_dir)?;
+    let saved = crate::recipe::saved_config(&checkpoint_dir, &meta)?;
+    let tensors = checkpoint::load_tensors(&checkpoint_dir)?;
+    let described = crate::train::export::describe(&saved, meta.step);
+    crate::train::export::export_backbone_with_metadata(&tensors, out, &described.metadata)
+        .with_context(|| {
+            format!(
+                "exporting {} to {}",
+                checkpoint_dir.display(),
+                out.display()
+            )
+        })?;
     println!(
-        "wrote the teacher backbone of {} to {}",
+        "wrote the teacher backbone of {} to {}\nload it in Python with:\n{}",
         checkpoint_dir.display(),
-        out.display()
+        out.display(),
+        described.python(out)
     );
     Ok(())
 }

@@ -214,15 +214,36 @@ pub fn eval_linear(
         }
     };
     let t = std::time::Instant::now();
-    let (classifier, classes) = match lin.mode {
+    let test = extract(&test_src, "eval.linear.test", size, cfg, &embed)?;
+    let (classifier, classes, tx, ty) = match lin.mode {
         LinearMode::Features => {
-            let (fx, fy, _) = extract(&train_src, "eval.linear.train", size, cfg, &embed)?;
-            let classes = fy.max().int64_value(&[]) + 1;
-            (linear::train_on_features(&fx, &fy, classes, &lin), classes)
+            let train = extract(&train_src, "eval.linear.train", size, cfg, &embed)?;
+            // Labels numbered by class name on both sides (a test class the training set
+            // lacks gets a number no logit has: a miss).
+            let aligned = crate::eval::knn::align(
+                &train.classes,
+                &test.classes,
+                "eval.linear.train",
+                "eval.linear.test",
+            )?;
+            let fy = aligned.bank_labels;
+            let classes = fy.max().int64_value(&[]).max(aligned.query_labels.max().int64_value(&[])) + 1;
+            let clf = linear::train_on_features(&train.features, &fy, classes, &lin);
+            (clf, classes, test.features, aligned.query_labels)
         }
-        LinearMode::Augment => train_augmented(&train_src, size, cfg, &lin, &embed)?,
+        LinearMode::Augment => {
+            let (clf, classes) = train_augmented(&train_src, size, cfg, &lin, &embed)?;
+            // The training labels are the training folder's class positions: number the test
+            // rows by the same names.
+            let names = class_names(&train_src)?;
+            let ty: Vec<i64> = test
+                .classes
+                .iter()
+                .map(|c| names.iter().position(|n| n == c).map_or(classes, |i| i as i64))
+                .collect();
+            (clf, classes, test.features, tch::Tensor::from_slice(&ty))
+        }
     };
-    let (tx, ty, _) = extract(&test_src, "eval.linear.test", size, cfg, &embed)?;
     let logits = tch::no_grad(|| classifier.logits(&tx));
     if logits.size()[1] < classes {
         bail!("the test set has labels the training set lacks");
@@ -267,22 +288,27 @@ pub fn protocol_features(
     }
 }
 
+/// The class names of a labelled source, by label.
+fn class_names(src: &crate::source::SourceConfig) -> anyhow::Result<Vec<std::sync::Arc<str>>> {
+    let crate::source::OpenedSource::Indexed(s) = src.open()? else {
+        bail!("the linear protocol needs an indexed, labelled source");
+    };
+    let n = s.num_classes().context("the training source has no labels")?;
+    Ok((0..n).map(|c| s.class_name(c).into()).collect())
+}
+
 fn extract(
     src: &crate::source::SourceConfig,
     key: &str,
     size: u32,
     cfg: &PipelineConfig,
     embed: &dyn Fn(&tch::Tensor) -> tch::Tensor,
-) -> anyhow::Result<(tch::Tensor, tch::Tensor, u64)> {
+) -> anyhow::Result<crate::eval::knn::Labelled> {
     let opened = src.open().with_context(|| format!("opening [{key}]"))?;
-    Ok(crate::eval::knn::extract(
-        opened,
-        key,
-        size,
-        256,
-        cfg.decode.max_pixels,
-        embed,
-    )?)
+    let bar = crate::progress::bar(&format!("features of {key}"));
+    let out = crate::eval::knn::extract(opened, key, size, 256, &cfg.decode, embed, &bar);
+    bar.finish_and_clear();
+    Ok(out?)
 }
 
 /// The official training loop: every epoch, each training image once, as a RandomResizedCrop

@@ -27,6 +27,11 @@ pub struct DecodeConfig {
     /// Largest image accepted, in pixels (width × height); larger headers are refused before
     /// any pixel buffer is allocated, so a decompression bomb cannot exhaust memory.
     pub max_pixels: u64,
+    /// `"auto"` (default): decode JPEGs at the largest fast libjpeg-turbo reduction (1/2, 1/4,
+    /// 1/8) that keeps every crop box at least as large as its output; crops stay within a few
+    /// levels of the full-size ones at a fraction of the decode and resize cost on large photos
+    /// (measured in docs/ARCHITECTURE.md). `"off"`: always decode the full picture.
+    pub scaled: ScaledDecode,
 }
 
 impl Default for DecodeConfig {
@@ -35,6 +40,7 @@ impl Default for DecodeConfig {
             workers: 0,
             channel_capacity: 256,
             max_pixels: 64 * 1024 * 1024,
+            scaled: ScaledDecode::default(),
         }
     }
 }
@@ -147,7 +153,10 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Frame, DecodeError>
     Ok(Frame::from_rgb(w, h, rgb.into_raw()))
 }
 
+mod scaled;
 #[cfg(test)]
 mod tests;
 #[cfg(turbojpeg)]
 mod turbo;
+
+pub use scaled::{decode_reduced, pick_scale, Reduction, Scale, ScaledDecode, FAST_FACTORS};

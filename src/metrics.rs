@@ -1,15 +1,24 @@
 //! One Prometheus registry for the whole run, typed handles for every stage, and the
 //! `/metrics` HTTP endpoint on 127.0.0.1.
+//!
+//! The endpoint is hyper's HTTP/1 server on the run's tokio runtime, hardened so that nothing a
+//! client does can reach training: at most [`MAX_CONNECTIONS`] connections are open at once
+//! (more wait in the kernel's backlog, holding none of our file descriptors, which checkpoint
+//! writes need), a client has [`HEADER_TIMEOUT`] to send its request and [`CONNECTION_TIMEOUT`]
+//! for the whole exchange, one request per connection, and a failing `accept` (out of file
+//! descriptors) backs off instead of spinning a core. A non-loopback address needs
+//! `metrics.allow_remote = true`.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus::{
     Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter,
     IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::config::Problems;
@@ -22,6 +31,8 @@ pub struct MetricsConfig {
     pub port: u16,
     /// Address to bind; loopback by default.
     pub host: String,
+    /// Allow a `host` other than loopback, which exposes the endpoint to the network.
+    pub allow_remote: bool,
 }
 
 impl Default for MetricsConfig {
@@ -29,19 +40,33 @@ impl Default for MetricsConfig {
         MetricsConfig {
             port: 9464,
             host: "127.0.0.1".into(),
+            allow_remote: false,
         }
     }
 }
 
 impl MetricsConfig {
     pub fn validate(&self, problems: &mut Problems) {
-        problems.check(
-            self.host.parse::<std::net::IpAddr>().is_ok(),
-            "metrics.host",
-            || format!("must be an IP address, got {:?}", self.host),
-        );
+        match self.host.parse::<std::net::IpAddr>() {
+            Err(_) => problems.push(
+                "metrics.host",
+                format!("must be an IP address, got {:?}", self.host),
+            ),
+            Ok(ip) => problems.check(ip.is_loopback() || self.allow_remote, "metrics.host", || {
+                format!(
+                    "{ip} is not a loopback address: it serves /metrics to the network; set metrics.allow_remote = true to mean it"
+                )
+            }),
+        }
     }
 }
+
+/// Connections served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Time a client has to send its request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a connection may last in all.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every metric of a run. Cheap to clone (handles are reference-counted).
 #[derive(Clone)]
@@ -168,35 +193,68 @@ pub async fn serve(
             source,
         })?;
     let bound = listener.local_addr().unwrap_or(addr);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let n = match stream.read(&mut buf).await {
-                    Ok(n) => n,
-                    Err(_) => return,
-                };
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let path = request.split_whitespace().nth(1).unwrap_or("/");
-                let (status, ctype, body) = if path == "/metrics" || path.starts_with("/metrics?") {
-                    (
-                        "200 OK",
-                        "text/plain; version=0.0.4; charset=utf-8",
-                        metrics.render(),
-                    )
-                } else {
-                    ("404 Not Found", "text/plain", b"try /metrics\n".to_vec())
-                };
-                let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(&body).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
+    if !ip.is_loopback() {
+        tracing::warn!("metrics.allow_remote: /metrics is served to the network on {bound}");
+    }
+    tokio::spawn(accept_loop(listener, metrics));
     Ok(Some(bound))
+}
+
+async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        // Take a slot before accepting: at the limit, new connections wait in the kernel.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off rather than spin on an error that persists.
+                tracing::debug!("metrics accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            drop(slot);
+        });
+    }
+}
+
+fn respond<B>(
+    req: &hyper::Request<B>,
+    metrics: &Metrics,
+) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+    use hyper::header::CONTENT_TYPE;
+    let (status, ctype, body) = if req.uri().path() == "/metrics" {
+        (
+            hyper::StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        )
+    } else {
+        (
+            hyper::StatusCode::NOT_FOUND,
+            "text/plain",
+            b"try /metrics\n".to_vec(),
+        )
+    };
+    let mut response = hyper::Response::new(http_body_util::Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+    response
 }

@@ -10,8 +10,11 @@ use crate::batch::Cursor;
 use crate::checkpoint;
 use crate::config::{LoadedConfig, PipelineConfig};
 use crate::eval::knn;
+use crate::exit::EarlyEnd;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::Pipeline;
+use crate::rundir::{self, DirLock};
+use crate::recipe;
 use crate::source::OpenedSource;
 use crate::train::engine::{select_device, Engine};
 use crate::train::{spawn_trainer, Plan, TrainerArgs};
@@ -20,6 +23,11 @@ pub struct RunOptions {
     pub max_steps: Option<u64>,
     pub resume: bool,
     pub show_progress: bool,
+    /// Start over in a run directory that holds a run, moving the old one aside.
+    pub restart: bool,
+    /// `--allow-config-change`: on resume, explicitly set `[train]`/`[augment]` keys may differ
+    /// from the checkpoint's (see `recipe`).
+    pub allow_config_change: bool,
 }
 
 /// The run plan: schedules span `epochs × steps_per_epoch` steps.
@@ -36,10 +44,26 @@ pub fn plan_for(cfg: &PipelineConfig, source: &OpenedSource) -> anyhow::Result<P
             cfg.train.batch_size
         );
     }
-    Ok(Plan {
+    let plan = Plan {
         steps_per_epoch,
         epochs: cfg.train.epochs,
-    })
+    };
+    crate::config::limits::plan_steps(&plan).map_err(anyhow::Error::msg)?;
+    Ok(plan)
+}
+
+/// `3 epochs x 468 steps` for logs.
+pub fn describe_plan(plan: &Plan) -> String {
+    format!("{} epochs x {} steps", plan.epochs, plan.steps_per_epoch)
+}
+
+/// `cpu` / `cuda:0` for logs.
+pub fn describe_device(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cpu => "cpu".into(),
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
 }
 
 /// Applies `train.threads` to libtorch.
@@ -50,40 +74,78 @@ pub fn configure_torch(cfg: &PipelineConfig) {
 }
 
 pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
-    let cfg = loaded.config;
-    configure_torch(&cfg);
-    let source = cfg.source.open().context("opening [source]")?;
-    let plan = plan_for(&cfg, &source)?;
-    let device = select_device(cfg.train.device);
-
-    let (resume_from, start_cursor, start_step) = if opts.resume {
-        match checkpoint::latest(&cfg.checkpoint.dir) {
-            Some(dir) => {
-                let meta = checkpoint::load_meta(&dir)?;
-                if meta.plan != plan {
-                    tracing::warn!(saved = ?meta.plan, now = ?plan, "the run plan changed since the checkpoint; schedules follow the new plan");
+    let mut cfg = loaded.config;
+    let run_lock = claim_run_dir(&cfg.checkpoint.dir, &opts)?;
+    // On resume the checkpoint's own configuration decides the model and the plan.
+    let resume_from = if opts.resume {
+        match resume_point(&cfg.checkpoint.dir)? {
+            Some((dir, meta)) => {
+                let saved = recipe::saved_config(&dir, &meta)?;
+                let notes = recipe::adopt(
+                    &mut cfg,
+                    &saved,
+                    &loaded.explicit_keys,
+                    &dir,
+                    recipe::Use::Resume {
+                        allow_changes: opts.allow_config_change,
+                    },
+                )?;
+                for note in notes {
+                    tracing::info!("resume: {note}");
                 }
-                (Some(dir), meta.cursor, meta.step)
+                Some((dir, meta))
             }
             None => {
-                tracing::warn!(dir = %cfg.checkpoint.dir.display(), "--resume: no checkpoint found, starting fresh");
-                (None, Cursor::default(), 0)
+                tracing::warn!(
+                    "--resume: no checkpoint in {}, starting fresh",
+                    cfg.checkpoint.dir.display()
+                );
+                None
             }
         }
     } else {
-        (None, Cursor::default(), 0)
+        None
+    };
+    configure_torch(&cfg);
+    let source = cfg.source.open().context("opening [source]")?;
+    // Every other source the run reads, the device and the precision, before step 1.
+    crate::preflight::check(&cfg, Some(&source), true)?;
+    let mut plan = plan_for(&cfg, &source)?;
+    let device = select_device(cfg.train.device);
+
+    let (resume_from, start_cursor, start_step) = match resume_from {
+        Some((dir, meta)) => {
+            if meta.plan != plan {
+                if opts.allow_config_change {
+                    tracing::warn!(
+                        "the run plan changed since the checkpoint ({} -> {}); --allow-config-change: the schedules follow the new plan",
+                        describe_plan(&meta.plan),
+                        describe_plan(&plan)
+                    );
+                } else {
+                    tracing::warn!(
+                        "the source now gives the plan {}; the schedules keep the checkpoint's {} (pass --allow-config-change to follow the new one)",
+                        describe_plan(&plan),
+                        describe_plan(&meta.plan)
+                    );
+                    plan = meta.plan;
+                }
+            }
+            (Some(dir), meta.cursor, meta.step)
+        }
+        None => (None, Cursor::default(), 0),
     };
     let total = plan.total_steps();
     let stop_at = opts.max_steps.map_or(total, |m| m.min(total));
     tracing::info!(
-        source = cfg.source.kind_name(),
-        samples_per_epoch = ?source.epoch_len(),
-        steps_per_epoch = plan.steps_per_epoch,
-        epochs = plan.epochs,
-        start_step,
-        stop_at,
-        device = ?device,
-        "starting"
+        "starting: {} source, {} samples per epoch, {}, steps {start_step}..{stop_at}, device {}, checkpoints in {}",
+        cfg.source.kind_name(),
+        source
+            .epoch_len()
+            .map_or("a stream of".to_string(), |n| n.to_string()),
+        describe_plan(&plan),
+        describe_device(device),
+        cfg.checkpoint.dir.display()
     );
 
     let metrics = Metrics::new();
@@ -98,16 +160,8 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
     if let Some(addr) = addr {
         tracing::info!("metrics on http://{addr}/metrics");
     }
-    let signal_stop = stop.clone();
-    runtime.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("Ctrl-C: finishing the current step and writing a checkpoint (Ctrl-C again to abort)");
-            signal_stop.store(true, Ordering::SeqCst);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
+    let signal = crate::signals::stop_on_signals(&runtime, stop.clone())
+        .context("installing the signal handlers")?;
 
     let epochs = match source {
         OpenedSource::Indexed(_) => plan.epochs,
@@ -133,8 +187,29 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("the trainer thread panicked"))?;
     stop.store(true, Ordering::SeqCst);
     let skipped = pipeline.skips.distinct();
+    let actor_failure = pipeline.failure();
     pipeline.shutdown();
-    let outcome = outcome?;
+    let outcome = match (outcome, &actor_failure) {
+        (Ok(o), _) => o,
+        (Err(e), Some(f)) => bail!("{f}; then the trainer failed: {e}"),
+        (Err(e), None) => return Err(e.into()),
+    };
+    if let Some(f) = actor_failure {
+        let saved = outcome
+            .last_checkpoint
+            .as_ref()
+            .map_or("no checkpoint".into(), |d| {
+                format!("checkpoint {}", d.display())
+            });
+        bail!("{f}; stopped after step {} ({saved})", outcome.end_step);
+    }
+    if outcome.stream_ended && outcome.end_step == outcome.start_step {
+        run_lock.release_if_untouched();
+        bail!(
+            "no usable sample: the data stream ended before step {} ({skipped} unreadable samples skipped); nothing was written",
+            outcome.start_step + 1
+        );
+    }
     println!(
         "trained steps {}..{} of {}{}; last loss {}; {:.1} images/s; {} unreadable samples skipped",
         outcome.start_step,
@@ -153,7 +228,7 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         println!("checkpoint: {}", dir.display());
     }
 
-    if let Some(knn_cfg) = &cfg.eval.knn {
+    if let Some(knn_cfg) = cfg.eval.knn.as_ref().filter(|k| k.enabled) {
         if !outcome.interrupted {
             let trained = evaluate_knn(&cfg, &outcome.engine)?;
             metrics
@@ -196,10 +271,72 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     runtime.shutdown_background();
+    drop(run_lock);
+    if outcome.interrupted {
+        return Err(EarlyEnd::Interrupted {
+            signal: signal.get().copied().unwrap_or("a signal"),
+            step: outcome.end_step,
+        }
+        .into());
+    }
+    if outcome.stream_ended {
+        return Err(EarlyEnd::StreamEnded {
+            step: outcome.end_step,
+            planned: stop_at,
+        }
+        .into());
+    }
     Ok(())
 }
 
-/// Weighted k-NN accuracy of `engine`'s teacher features on `[eval.knn]`.
+/// Locks the run directory and makes sure a fresh run does not mix with an old one (refused,
+/// or moved aside with `--restart`); removes temporary directories of killed saves.
+fn claim_run_dir(dir: &Path, opts: &RunOptions) -> anyhow::Result<DirLock> {
+    let lock = DirLock::acquire(dir)?;
+    if !opts.resume {
+        if let Some(aside) = rundir::claim_for_fresh_run(&lock, opts.restart)? {
+            tracing::warn!(
+                "--restart: moved the previous run in {} to {}",
+                dir.display(),
+                aside.display()
+            );
+        }
+    }
+    for stale in checkpoint::remove_stale_temps(dir) {
+        tracing::warn!(
+            "removed {}, left by a save that never finished",
+            stale.display()
+        );
+    }
+    Ok(lock)
+}
+
+/// The newest intact checkpoint in `dir`, warning about each damaged newer one passed over;
+/// an error when there are checkpoints but none is intact.
+fn resume_point(dir: &Path) -> anyhow::Result<Option<(PathBuf, checkpoint::CheckpointMeta)>> {
+    let (good, damaged) = checkpoint::latest_good(dir);
+    for e in &damaged {
+        tracing::warn!("skipping a damaged checkpoint: {e}");
+    }
+    match (good, damaged.first()) {
+        (Some((path, meta)), Some(_)) => {
+            tracing::warn!(
+                "falling back to the newest intact checkpoint, {}",
+                path.display()
+            );
+            Ok(Some((path, meta)))
+        }
+        (None, Some(newest)) => bail!(
+            "none of the {} checkpoints in {} is intact (newest: {newest})",
+            damaged.len(),
+            dir.display()
+        ),
+        (good, None) => Ok(good),
+    }
+}
+
+/// Weighted k-NN accuracy of `engine`'s teacher features on `[eval.knn]`. Bank and queries are
+/// labelled by class name; classes found on one side only are reported.
 pub fn evaluate_knn(cfg: &PipelineConfig, engine: &Engine) -> anyhow::Result<f64> {
     let knn_cfg = cfg
         .eval
@@ -218,7 +355,7 @@ pub fn evaluate_knn(cfg: &PipelineConfig, engine: &Engine) -> anyhow::Result<f64
     ))
 }
 
-/// Features of `[eval.knn]`'s bank and queries.
+/// Features of `[eval.knn]`'s bank and queries, labels numbered by class name on both sides.
 pub struct KnnFeatures {
     pub train: tch::Tensor,
     pub train_labels: tch::Tensor,
@@ -240,29 +377,52 @@ pub fn knn_features(
     let t = std::time::Instant::now();
     let extract = |source: &crate::source::SourceConfig, key: &str| -> anyhow::Result<_> {
         let opened = source.open().with_context(|| format!("opening [{key}]"))?;
-        Ok(knn::extract(
+        let bar = crate::progress::bar(&format!("k-NN features of {key}"));
+        let out = knn::extract(
             opened,
             key,
             size,
             knn_cfg.batch_size,
-            cfg.decode.max_pixels,
+            &cfg.decode,
             embed,
-        )?)
+            &bar,
+        );
+        bar.finish_and_clear();
+        Ok(out?)
     };
-    let (train, train_labels, s1) = extract(&knn_cfg.train, "eval.knn.train")?;
-    let (test, test_labels, s2) = extract(&knn_cfg.test, "eval.knn.test")?;
+    let bank = extract(&knn_cfg.train, "eval.knn.train")?;
+    let queries = extract(&knn_cfg.test, "eval.knn.test")?;
+    let aligned = knn::align(
+        &bank.classes,
+        &queries.classes,
+        "eval.knn.train",
+        "eval.knn.test",
+    )?;
+    if !aligned.bank_only.is_empty() {
+        tracing::warn!(
+            "k-NN: classes in eval.knn.train but not in eval.knn.test: {}",
+            aligned.bank_only.join(", ")
+        );
+    }
+    if !aligned.query_only.is_empty() {
+        tracing::warn!(
+            "k-NN: classes in eval.knn.test but not in eval.knn.train: {} ({} queries that count as misses)",
+            aligned.query_only.join(", "),
+            aligned.unmatched_queries
+        );
+    }
     tracing::info!(
-        bank = train.size()[0],
-        queries = test.size()[0],
-        skipped = s1 + s2,
+        bank = bank.features.size()[0],
+        queries = queries.features.size()[0],
+        skipped = bank.skipped + queries.skipped,
         seconds = format!("{:.1}", t.elapsed().as_secs_f64()),
         "k-NN features"
     );
     Ok(KnnFeatures {
-        train,
-        train_labels,
-        test,
-        test_labels,
+        train: bank.features,
+        train_labels: aligned.bank_labels,
+        test: queries.features,
+        test_labels: aligned.query_labels,
     })
 }
 
@@ -273,8 +433,11 @@ pub fn engine_from_checkpoint(
 ) -> anyhow::Result<(Engine, PathBuf)> {
     let dir = match checkpoint_dir {
         Some(d) => d.to_path_buf(),
-        None => checkpoint::latest(&cfg.checkpoint.dir)
-            .with_context(|| format!("no checkpoint in {}", cfg.checkpoint.dir.display()))?,
+        None => {
+            resume_point(&cfg.checkpoint.dir)?
+                .with_context(|| format!("no checkpoint in {}", cfg.checkpoint.dir.display()))?
+                .0
+        }
     };
     let meta = checkpoint::load_meta(&dir)?;
     let device = select_device(cfg.train.device);

@@ -170,7 +170,12 @@ fn metrics_are_served_while_running_and_ctrl_c_stops_cleanly() {
         .status()
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "Ctrl-C exits 0: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(dino_stream::exit::INTERRUPTED as i32),
+        "Ctrl-C exits with the interrupted code: {}",
+        text(&out)
+    );
     assert!(text(&out).contains("(interrupted)"), "{}", text(&out));
     let latest = dino_stream::checkpoint::latest(&dir.path().join("run"))
         .expect("a checkpoint after Ctrl-C");

@@ -11,6 +11,7 @@ use fast_image_resize::images::{CroppedImage, Image, ImageRef};
 use fast_image_resize::{FilterType, IntoImageView, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use super::AugmentError;
+use crate::decode::Reduction;
 use crate::frame::Frame;
 use crate::rng::Rng;
 
@@ -113,13 +114,54 @@ impl Resampler {
         self.two_pass(&cropped, full, out_w, out_h, dst)
     }
 
-    /// Resizes the whole frame to `rw × rh` and keeps the window at (`left`, `top`) of size
-    /// `out_w × out_h`, without materialising the full resize: fast_image_resize's fractional
-    /// source crop box gives the same taps as resizing everything and then cropping.
+    /// [`Resampler::resized_crop`] of `rect`, drawn on the full-size picture, from a frame
+    /// decoded at `reduction` of it (the same call when there is no reduction).
+    ///
+    /// The box maps to fractional pixels of the frame; the resize reads the smallest
+    /// whole-pixel region that holds it, so near the box's edges the filter may take up to one
+    /// reduced pixel beyond the box where the full-size crop repeats its edge.
+    pub fn resized_crop_reduced(
+        &mut self,
+        frame: &Frame,
+        reduction: &Reduction,
+        rect: CropRect,
+        out_w: u32,
+        out_h: u32,
+        dst: &mut [u8],
+    ) -> Result<(), AugmentError> {
+        if reduction.is_identity() {
+            return self.resized_crop(frame, rect, out_w, out_h, dst);
+        }
+        let src = frame_view(frame)?;
+        let [l, t, w, h] = reduction.map_box([
+            rect.left as f64,
+            rect.top as f64,
+            rect.width as f64,
+            rect.height as f64,
+        ]);
+        let (x0, x1) = whole_pixels(l, w, frame.width);
+        let (y0, y1) = whole_pixels(t, h, frame.height);
+        let region = CroppedImage::new(&src, x0, y0, x1 - x0, y1 - y0).map_err(resize_err)?;
+        let (l, t) = (l - x0 as f64, t - y0 as f64);
+        let window = [
+            l,
+            t,
+            w.min((x1 - x0) as f64 - l),
+            h.min((y1 - y0) as f64 - t),
+        ];
+        self.two_pass(&region, window, out_w, out_h, dst)
+    }
+
+    /// Resizes the full-size picture to `rw × rh` and keeps the window at (`left`, `top`) of
+    /// size `out_w × out_h`, without materialising the full resize: fast_image_resize's
+    /// fractional source crop box gives the same taps as resizing everything and then cropping.
+    /// The picture is read from `frame`, decoded at `reduction` of it (the window maps into the
+    /// frame; with no reduction the frame is the picture).
     #[allow(clippy::too_many_arguments)]
     pub fn resize_then_crop(
         &mut self,
         frame: &Frame,
+        reduction: &Reduction,
         rw: u32,
         rh: u32,
         left: u32,
@@ -129,14 +171,15 @@ impl Resampler {
         dst: &mut [u8],
     ) -> Result<(), AugmentError> {
         let src = frame_view(frame)?;
-        let sx = frame.width as f64 / rw as f64;
-        let sy = frame.height as f64 / rh as f64;
-        let window = [
+        let (width, height) = reduction.full;
+        let sx = width as f64 / rw as f64;
+        let sy = height as f64 / rh as f64;
+        let window = reduction.map_box([
             left as f64 * sx,
             top as f64 * sy,
             out_w as f64 * sx,
             out_h as f64 * sy,
-        ];
+        ]);
         self.two_pass(&src, window, out_w, out_h, dst)
     }
 
@@ -166,6 +209,14 @@ impl Resampler {
             .resize(&temp, &mut out, &opts)
             .map_err(resize_err)
     }
+}
+
+/// The whole pixels `[start, end)` of an axis of `len` pixels that cover the fractional span
+/// `[from, from + size)`; never empty.
+fn whole_pixels(from: f64, size: f64, len: u32) -> (u32, u32) {
+    let start = (from.floor().max(0.0) as u32).min(len - 1);
+    let end = ((from + size).ceil().max(0.0) as u32).clamp(start + 1, len);
+    (start, end)
 }
 
 fn resize_err(e: impl std::fmt::Display) -> AugmentError {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 mod blur;
 mod color;
 mod crop;
+mod plan;
 mod simd;
 mod view;
 
@@ -21,11 +22,12 @@ pub use crop::{
     center_offset, hflip, random_resized_crop_params, resize_shorter_size, resized_crop, CropRect,
     Resampler,
 };
+pub use plan::{min_scale_for, CropPlan};
 pub use view::{ViewKind, ViewParams};
 
 use crate::config::Problems;
+use crate::decode::Reduction;
 use crate::frame::Frame;
-use crate::rng::Rng;
 
 /// `[augment]`: the multi-crop recipe (paper defaults) and the worker pool that runs it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -51,9 +53,13 @@ pub struct AugmentConfig {
     pub flip_p: f64,
     /// Probability that colour jitter is applied to a view.
     pub jitter_p: f64,
+    /// Colour jitter: brightness factor drawn from [1 - b, 1 + b].
     pub brightness: f64,
+    /// Colour jitter: contrast factor drawn from [1 - c, 1 + c].
     pub contrast: f64,
+    /// Colour jitter: saturation factor drawn from [1 - s, 1 + s].
     pub saturation: f64,
+    /// Colour jitter: hue shift drawn from [-h, h] (at most 0.5).
     pub hue: f64,
     /// Probability of converting a view to grayscale (kept as 3 channels).
     pub grayscale_p: f64,
@@ -151,6 +157,12 @@ pub enum AugmentError {
     Empty(u32, u32),
     #[error("resize failed: {0}")]
     Resize(String),
+    #[error("frame is {got:?} but its reduction of a {full:?} picture makes {expected:?}")]
+    Reduction {
+        got: (u32, u32),
+        expected: (u32, u32),
+        full: (u32, u32),
+    },
     #[error("{what} buffer is {got} bytes, expected {expected}")]
     BufferSize {
         what: &'static str,
@@ -194,18 +206,51 @@ impl MultiCrop {
         global: &mut [u8],
         local: &mut [u8],
     ) -> Result<(), AugmentError> {
+        let identity = Reduction::identity(frame.width, frame.height);
+        self.apply_reduced(frame, &identity, None, epoch, sample_id, global, local)
+    }
+
+    /// [`MultiCrop::apply`] on a frame decoded at `reduction` of the picture, cutting the boxes
+    /// of `plan` (drawn on the full-size picture before decoding; drawn here when `None` or
+    /// drawn for another size, as when the decoder fell back to another path).
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_reduced(
+        &mut self,
+        frame: &Frame,
+        reduction: &Reduction,
+        plan: Option<&CropPlan>,
+        epoch: u64,
+        sample_id: u64,
+        global: &mut [u8],
+        local: &mut [u8],
+    ) -> Result<(), AugmentError> {
         check_frame(frame)?;
+        check_reduction(frame, reduction)?;
         let (gb, lb) = (self.cfg.global_bytes(), self.cfg.local_bytes());
         check_len("global", global.len(), AugmentConfig::GLOBAL_CROPS * gb)?;
         check_len("local", local.len(), self.cfg.local_crops * lb)?;
+        let (width, height) = reduction.full;
+        let drawn;
+        let plan = match plan {
+            Some(p) if (p.width, p.height) == reduction.full => p,
+            _ => {
+                drawn = self.plan(width, height, epoch, sample_id);
+                &drawn
+            }
+        };
         let views = global
             .chunks_exact_mut(gb)
             .chain(local.chunks_exact_mut(lb.max(1)));
-        for (v, dst) in views.enumerate() {
-            let params = self.view_params(frame.width, frame.height, epoch, sample_id, v);
-            params.render(frame, &mut self.resampler, &mut self.blur, dst)?;
+        for (params, dst) in plan.views.iter().zip(views) {
+            params.render_reduced(frame, reduction, &mut self.resampler, &mut self.blur, dst)?;
         }
         Ok(())
+    }
+
+    /// Every view of sample `sample_id` drawn on a `width × height` picture (what
+    /// [`MultiCrop::apply`] cuts), before any pixel is decoded.
+    pub fn plan(&self, width: u32, height: u32, epoch: u64, sample_id: u64) -> CropPlan {
+        CropPlan::draw(&self.cfg, self.seed, width, height, epoch, sample_id)
     }
 
     /// The parameters of view `view` (0, 1 global; 2.. local) of a `width × height` image:
@@ -218,8 +263,20 @@ impl MultiCrop {
         sample_id: u64,
         view: usize,
     ) -> ViewParams {
-        let mut rng = Rng::keyed(&[self.seed, epoch, sample_id, view as u64]);
-        ViewParams::sample(&mut rng, &self.cfg, ViewKind::of_index(view), width, height)
+        plan::view_params(&self.cfg, self.seed, width, height, epoch, sample_id, view)
+    }
+}
+
+fn check_reduction(frame: &Frame, reduction: &Reduction) -> Result<(), AugmentError> {
+    let expected = reduction.reduced_size();
+    if (frame.width, frame.height) == expected {
+        Ok(())
+    } else {
+        Err(AugmentError::Reduction {
+            got: (frame.width, frame.height),
+            expected,
+            full: reduction.full,
+        })
     }
 }
 
@@ -246,16 +303,38 @@ fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), Augm
 /// The evaluation view: resize the shorter side to `size / 0.875` (bicubic, antialiased), then
 /// centre-crop `size × size` (torchvision's Resize(256)+CenterCrop(224) scaled). Packed RGB8.
 pub fn eval_view(frame: &Frame, size: u32) -> Result<Vec<u8>, AugmentError> {
+    eval_view_reduced(frame, &Reduction::identity(frame.width, frame.height), size)
+}
+
+/// The shorter side the evaluation view resizes to.
+fn eval_shorter(size: u32) -> u32 {
+    (size as f64 / 0.875) as u32
+}
+
+/// The smallest scale of a `width × height` picture that still leaves the evaluation resize a
+/// downscale (or none), so [`eval_view_reduced`] may read a frame decoded at it.
+pub fn eval_min_scale(width: u32, height: u32, size: u32) -> f64 {
+    min_scale_for(width.min(height), eval_shorter(size))
+}
+
+/// [`eval_view`] of the full-size picture, read from a frame decoded at `reduction` of it: the
+/// resize and the window are computed on the full size and mapped into the frame.
+pub fn eval_view_reduced(
+    frame: &Frame,
+    reduction: &Reduction,
+    size: u32,
+) -> Result<Vec<u8>, AugmentError> {
     check_frame(frame)?;
+    check_reduction(frame, reduction)?;
     if size == 0 {
         return Err(AugmentError::Empty(0, 0));
     }
-    let shorter = (size as f64 / 0.875) as u32;
-    let (rw, rh) = resize_shorter_size(frame.width, frame.height, shorter);
+    let (width, height) = reduction.full;
+    let (rw, rh) = resize_shorter_size(width, height, eval_shorter(size));
     // shorter = size / 0.875 >= size, so the centre window always fits: no padding case.
     let mut out = vec![0u8; size as usize * size as usize * 3];
     let (left, top) = (center_offset(rw, size), center_offset(rh, size));
-    Resampler::new().resize_then_crop(frame, rw, rh, left, top, size, size, &mut out)?;
+    Resampler::new().resize_then_crop(frame, reduction, rw, rh, left, top, size, size, &mut out)?;
     Ok(out)
 }
 

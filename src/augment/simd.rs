@@ -34,7 +34,7 @@ macro_rules! simd_dispatch {
                     // SAFETY: the CPU supports these features, checked just above.
                     return unsafe { avx512($($a),*) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2") {
+                if $crate::augment::simd::has_avx2() {
                     // SAFETY: the CPU supports AVX2, checked just above.
                     return unsafe { avx2($($a),*) };
                 }
@@ -45,14 +45,50 @@ macro_rules! simd_dispatch {
 }
 pub(crate) use simd_dispatch;
 
-/// Whether the AVX-512 copies may run: the CPU has F, BW, VL and DQ.
+/// The widest kernel copy allowed to run, from `DINO_STREAM_CPU_ISA` (`avx512`, `avx2` or
+/// `baseline`; unset: the widest the CPU has). The suite runs the reference tests a second
+/// time under `avx2` (with libtorch capped the same way), so every copy is checked against
+/// torchvision on any CPU, not only the one the CPU would pick.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum IsaCap {
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn isa_cap() -> IsaCap {
+    static CAP: std::sync::OnceLock<IsaCap> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| {
+        match std::env::var("DINO_STREAM_CPU_ISA")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "baseline" | "default" | "sse2" => IsaCap::Baseline,
+            "avx2" => IsaCap::Avx2,
+            _ => IsaCap::Avx512,
+        }
+    })
+}
+
+/// Whether the AVX-512 copies may run: the CPU has F, BW, VL and DQ, and no cap forbids them.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 pub(crate) fn has_avx512() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
+    isa_cap() >= IsaCap::Avx512
+        && std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx512dq")
+}
+
+/// Whether the AVX2 copies may run.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx2() -> bool {
+    isa_cap() >= IsaCap::Avx2 && std::arch::is_x86_feature_detected!("avx2")
 }
 
 /// Float planes of one block of pixels.

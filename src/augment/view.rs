@@ -7,6 +7,7 @@ use super::blur::GaussianBlur;
 use super::color::{apply_ops, solarize, JitterParams, OpList, PixelOp};
 use super::crop::{hflip, random_resized_crop_params, CropRect, Resampler};
 use super::{AugmentConfig, AugmentError};
+use crate::decode::Reduction;
 use crate::frame::Frame;
 use crate::rng::Rng;
 
@@ -86,7 +87,21 @@ impl ViewParams {
         blur: &mut GaussianBlur,
         dst: &mut [u8],
     ) -> Result<(), AugmentError> {
-        resampler.resized_crop(frame, self.rect, self.size, self.size, dst)?;
+        let identity = Reduction::identity(frame.width, frame.height);
+        self.render_reduced(frame, &identity, resampler, blur, dst)
+    }
+
+    /// [`ViewParams::render`] of a view drawn on the full-size picture, cut from a frame decoded
+    /// at `reduction` of it; everything after the resize is the same.
+    pub fn render_reduced(
+        &self,
+        frame: &Frame,
+        reduction: &Reduction,
+        resampler: &mut Resampler,
+        blur: &mut GaussianBlur,
+        dst: &mut [u8],
+    ) -> Result<(), AugmentError> {
+        resampler.resized_crop_reduced(frame, reduction, self.rect, self.size, self.size, dst)?;
         // Flipping after the resize equals resizing the flipped crop: the kernel is symmetric.
         if self.flip {
             hflip(dst, self.size);

@@ -27,10 +27,24 @@ pub struct CacheSource {
 fn read_manifest(dir: &Path) -> Result<Manifest, CacheError> {
     let path = dir.join(MANIFEST);
     let text = std::fs::read_to_string(&path).map_err(CacheError::io(&path))?;
-    serde_json::from_str(&text).map_err(|e| CacheError::Corrupt {
-        path,
-        message: e.to_string(),
-    })
+    parse_manifest(&text).map_err(|message| CacheError::Corrupt { path, message })
+}
+
+/// Parses `manifest.json`; shard names must be plain file names inside the cache directory
+/// (a crafted manifest must not make a reader map files elsewhere).
+pub(crate) fn parse_manifest(text: &str) -> Result<Manifest, String> {
+    let manifest: Manifest = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    for shard in &manifest.shards {
+        let plain = Path::new(&shard.file)
+            .components()
+            .map(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect::<Vec<_>>()
+            == [true];
+        if !plain {
+            return Err(format!("shard name {:?} is not a file name", shard.file));
+        }
+    }
+    Ok(manifest)
 }
 
 fn map_shard(path: &Path) -> Result<Shard, CacheError> {
@@ -250,5 +264,23 @@ mod tests {
         assert_eq!(w.manifest().consumed, done);
         assert!(done > 0 && done < 7, "consumed {done}");
         assert!(!dir.path().join("shard-00009.dsc.tmp").exists());
+    }
+
+    /// Arbitrary and mutated manifests: errors, never panics, never a path outside the cache.
+    #[test]
+    fn mutated_manifests_never_panic_or_escape() {
+        let good = br#"{"version":1,"shards":[{"file":"shard-00000.dsc","records":3}],"consumed":3,"complete":true,"skipped":0}"#;
+        assert!(parse_manifest(std::str::from_utf8(good).unwrap()).is_ok());
+        let escape = String::from_utf8_lossy(good).replace("shard-00000.dsc", "../../etc/passwd");
+        assert!(parse_manifest(&escape)
+            .unwrap_err()
+            .contains("not a file name"));
+        let mut rng = crate::rng::Rng::keyed(&[13, 9]);
+        for round in 0..5000u64 {
+            let bytes = crate::testing::mutate(good, &mut rng, round);
+            if let Ok(m) = parse_manifest(&String::from_utf8_lossy(&bytes)) {
+                assert!(m.shards.iter().all(|s| !s.file.contains('/')));
+            }
+        }
     }
 }

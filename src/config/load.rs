@@ -9,6 +9,10 @@ use super::{PipelineConfig, Problems};
 
 const ENV_PREFIX: &str = "DINO_STREAM";
 const DEFAULTS_FILE: &str = "config/default.toml";
+/// `config/default.toml` as built into the binary, so that layer is there wherever the binary
+/// runs from (it used to be read from the working directory and silently vanished elsewhere).
+pub const BUILTIN_DEFAULTS: &str = include_str!("../../config/default.toml");
+const BUILTIN_DEFAULTS_NAME: &str = "config/default.toml (built in)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -17,8 +21,13 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
+    #[error("{path}:{line}:{column}: not valid TOML: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("--set {0}: expected key=value")]
     BadSet(String),
     #[error("{0}")]
@@ -37,6 +46,9 @@ pub struct LoadOptions {
     pub use_env: bool,
     /// Directory in which to look for `config/default.toml`; none skips that layer.
     pub defaults_dir: Option<PathBuf>,
+    /// Layer the built-in copy of `config/default.toml` (the binary sets this; off in tests
+    /// that must be hermetic). A `defaults_dir` file is layered above it.
+    pub builtin_defaults: bool,
 }
 
 /// A validated configuration and where it came from.
@@ -44,39 +56,52 @@ pub struct LoadOptions {
 pub struct LoadedConfig {
     pub config: PipelineConfig,
     pub pipeline_path: PathBuf,
+    /// Keys set on purpose by `--set` or a `DINO_STREAM__…` variable (dotted, lower case):
+    /// where they disagree with a checkpoint's configuration, that is an error, not a silent
+    /// override (see `recipe`).
+    pub explicit_keys: Vec<String>,
 }
 
 /// Loads, layers, deserialises and validates a pipeline file.
 pub fn load(pipeline: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigError> {
     let pipeline_text = read(pipeline)?;
-    let pipeline_toml: toml::Table =
-        toml::from_str(&pipeline_text).map_err(|e| ConfigError::Syntax {
-            path: pipeline.to_path_buf(),
-            message: e.message().to_string(),
-        })?;
+    load_text(pipeline, &pipeline_text, opts)
+}
+
+/// [`load`] of a pipeline given as text (e.g. the configuration saved in a checkpoint);
+/// `pipeline` names it in messages.
+pub fn load_text(
+    pipeline: &Path,
+    pipeline_text: &str,
+    opts: &LoadOptions,
+) -> Result<LoadedConfig, ConfigError> {
+    let pipeline_toml = parse_toml(pipeline, pipeline_text)?;
 
     let mut layers: Vec<(String, toml::Table)> = Vec::new();
     let mut builder = Config::builder();
+    if opts.builtin_defaults {
+        let table = parse_toml(Path::new(BUILTIN_DEFAULTS_NAME), BUILTIN_DEFAULTS)?;
+        builder = builder.add_source(File::from_str(BUILTIN_DEFAULTS, FileFormat::Toml));
+        layers.push((BUILTIN_DEFAULTS_NAME.to_string(), table));
+    }
     if let Some(dir) = &opts.defaults_dir {
         let path = dir.join(DEFAULTS_FILE);
         if path.exists() {
             let text = read(&path)?;
-            let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-                path: path.clone(),
-                message: e.message().to_string(),
-            })?;
+            let table = parse_toml(&path, &text)?;
             builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
             layers.push((path.display().to_string(), table));
         }
     }
-    builder = builder.add_source(File::from_str(&pipeline_text, FileFormat::Toml));
+    builder = builder.add_source(File::from_str(pipeline_text, FileFormat::Toml));
     layers.push((pipeline.display().to_string(), pipeline_toml));
 
-    let mut env_keys: Vec<String> = Vec::new();
+    // (dotted key, variable name)
+    let mut env_keys: Vec<(String, String)> = Vec::new();
     if opts.use_env {
         for (name, _) in std::env::vars() {
             if let Some(rest) = name.strip_prefix(&format!("{ENV_PREFIX}__")) {
-                env_keys.push(rest.to_ascii_lowercase().replace("__", "."));
+                env_keys.push((rest.to_ascii_lowercase().replace("__", "."), name.clone()));
             }
         }
         builder = builder.add_source(
@@ -95,21 +120,31 @@ pub fn load(pipeline: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
         let key = key.trim();
         builder = builder
             .set_override(key, parse_set_value(raw.trim()))
-            .map_err(|e| ConfigError::Layers(e.to_string()))?;
+            .map_err(|e| ConfigError::Layers(format!("--set {set}: {e}")))?;
         set_keys.push(key.to_string());
     }
 
-    let merged: serde_json::Value = builder
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|e| ConfigError::Layers(format!("{}: {e}", pipeline.display())))?;
+    let merged: serde_json::Value =
+        builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| {
+                let blame = match (set_keys.is_empty(), env_keys.is_empty()) {
+                    (true, true) => pipeline.display().to_string(),
+                    _ => format!(
+                        "{} with its --set/DINO_STREAM__* overrides",
+                        pipeline.display()
+                    ),
+                };
+                ConfigError::Layers(format!("{blame}: {e}"))
+            })?;
 
     let origin = |key: &str| -> String {
         if set_keys.iter().any(|k| key_matches(k, key)) {
             return "--set".to_string();
         }
-        if env_keys.iter().any(|k| key_matches(k, key)) {
-            return "environment".to_string();
+        if let Some((_, var)) = env_keys.iter().find(|(k, _)| key_matches(k, key)) {
+            return format!("environment variable {var}");
         }
         for (name, table) in layers.iter().rev() {
             if table_has(table, key) {
@@ -119,9 +154,11 @@ pub fn load(pipeline: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
         pipeline.display().to_string()
     };
 
-    let (config, mut problems) = deserialize_collecting(merged);
-    if let Some(cfg) = &config {
+    let (mut config, mut problems) = deserialize_collecting(merged.clone());
+    if let Some(cfg) = &mut config {
         problems.extend(cfg.validate());
+        preset_sizes(&merged, &cfg.model, &mut problems);
+        cfg.model.resolve_preset();
     }
     if !problems.is_empty() {
         let lines: Vec<String> = problems
@@ -130,12 +167,55 @@ pub fn load(pipeline: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
             .collect();
         return Err(ConfigError::Invalid(lines.join("\n")));
     }
+    let mut explicit_keys = set_keys;
+    explicit_keys.extend(env_keys.into_iter().map(|(k, _)| k));
     Ok(LoadedConfig {
         config: config.expect("no problems implies a config"),
         pipeline_path: pipeline.to_path_buf(),
+        explicit_keys,
     })
 }
 
+/// A ViT preset fixes `embed_dim`, `depth` and `heads`; a layer that sets one of them to
+/// another value would be silently ignored, so it is a problem instead.
+fn preset_sizes(
+    merged: &serde_json::Value,
+    model: &crate::model::ModelConfig,
+    problems: &mut Problems,
+) {
+    let Some(preset) = model.vit_preset() else {
+        return;
+    };
+    let (dim, depth, heads) = model.vit_dims();
+    for (field, fixed) in [("embed_dim", dim), ("depth", depth), ("heads", heads)] {
+        let given = merged.get("model").and_then(|m| m.get(field));
+        if let Some(v) = given.and_then(|v| v.as_i64()).filter(|v| *v != fixed) {
+            problems.push(
+                format!("model.{field}"),
+                format!(
+                    "{v} is ignored: model.arch = \"{preset}\" fixes {field} = {fixed}; set \
+                     model.arch = \"vit\" to choose embed_dim, depth and heads"
+                ),
+            );
+        }
+    }
+}
+
+/// Parses TOML, naming the file, line and column of a syntax error.
+fn parse_toml(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        let offset = e.span().map_or(0, |s| s.start).min(text.len());
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })
+}
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -252,7 +332,34 @@ fn tidy_serde_message(message: &str) -> String {
             .unwrap_or("");
         return format!("unknown key `{field}` (expected {expected})");
     }
-    message.to_string()
+    user_type_names(message)
+}
+
+/// serde speaks Rust (`expected usize`); users write TOML.
+fn user_type_names(message: &str) -> String {
+    let mut out = message.to_string();
+    for (rust, user) in [
+        ("expected usize", "expected a whole number >= 0"),
+        ("expected u64", "expected a whole number >= 0"),
+        ("expected u32", "expected a whole number >= 0"),
+        ("expected u16", "expected a whole number >= 0"),
+        ("expected u8", "expected a whole number >= 0"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("a sequence", "an array"),
+        ("struct ", "table "),
+        ("a map", "a table"),
+        ("an array of length", "an array of length"),
+        ("invalid type: sequence", "invalid type: array"),
+        ("invalid type: map", "invalid type: table"),
+        ("tuple of size", "array of length"),
+    ] {
+        out = out.replace(rust, user);
+    }
+    out
 }
 
 /// Removes the value at a dotted path (with `[i]` indices); true when something was removed.
@@ -371,7 +478,9 @@ mod tests {
         let err = load(f.path(), &LoadOptions::default())
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with(&f.path().display().to_string()), "{err}");
-        assert!(err.contains("not valid TOML"), "{err}");
+        assert!(
+            err.starts_with(&format!("{}:1:7: not valid TOML", f.path().display())),
+            "{err}"
+        );
     }
 }

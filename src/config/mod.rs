@@ -1,16 +1,18 @@
 //! Pipeline configuration: typed sections, layered loading and validation.
 //!
-//! Layers, lowest first: the built-in defaults (`Default` impls), `config/default.toml` (if
-//! present in the working directory), the pipeline file, `DINO_STREAM__SECTION__KEY`
+//! Layers, lowest first: the built-in defaults (`Default` impls), `config/default.toml` (built
+//! into the binary), the pipeline file, `DINO_STREAM__SECTION__KEY`
 //! environment variables, then `--set section.key=value`. Every problem is reported with its
 //! key path and the layer that set it, before anything starts.
 
+pub mod limits;
 mod load;
 mod problems;
+pub mod reference;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{load, ConfigError, LoadOptions, LoadedConfig};
+pub use load::{load, load_text, ConfigError, LoadOptions, LoadedConfig, BUILTIN_DEFAULTS};
 pub use problems::{Problem, Problems};
 
 use crate::augment::AugmentConfig;
@@ -54,6 +56,7 @@ impl PipelineConfig {
         self.checkpoint.validate(&mut problems);
         self.eval.validate(&mut problems);
         self.metrics.validate(&mut problems);
+        limits::check(self, &mut problems);
         if self.train.steps_per_epoch.is_none() && !self.source.has_known_length() {
             problems.push(
                 "train.steps_per_epoch",

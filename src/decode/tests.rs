@@ -346,3 +346,87 @@ fn cmyk_and_truncated_jpegs_fall_back_to_the_image_crate() {
         .is_none());
     assert!(turbo::decode(b"\x89PNG", LIMIT).unwrap().is_none());
 }
+
+/// Crop-aware decoding at 1/8 of a smooth picture whose size is not a multiple of 8, under
+/// every EXIF orientation: each reduced pixel holds the full-size picture's value at the point
+/// the [`Reduction`] maps it from. A mirrored axis needs the rounding offset: without it the
+/// reduced pixels sit 5 full-size pixels (6+ levels of the gradient) away.
+#[cfg(turbojpeg)]
+#[test]
+fn reduced_decode_maps_back_onto_the_full_picture_under_every_orientation() {
+    let (w, h) = (203u32, 157u32);
+    let data = gradient(w, h);
+    for exif in 1..=8u16 {
+        let file = jpeg(w, h, &data, Some(exif_orientation(exif)));
+        let full = decode_image(&file, LIMIT).unwrap();
+        let (small, reduction) = decode_reduced(&file, LIMIT, |fw, fh| {
+            assert_eq!(
+                (fw, fh),
+                (full.width, full.height),
+                "upright size, exif {exif}"
+            );
+            0.125
+        })
+        .unwrap();
+        assert_eq!(reduction.scale, Scale { num: 1, den: 8 }, "exif {exif}");
+        assert_eq!(reduction.full, (full.width, full.height));
+        assert_eq!((small.width, small.height), reduction.reduced_size());
+        // The worse of the red and green channels' mean errors (each grows along one axis).
+        let error = |offset: [f64; 2]| {
+            let (mut sum, mut n) = ([0.0f64; 2], 0.0);
+            // Interior pixels only: the edge blocks hold the encoder's padding.
+            for j in 1..small.height - 1 {
+                for i in 1..small.width - 1 {
+                    let x = (i as f64 + 0.5 - offset[0]) * 8.0;
+                    let y = (j as f64 + 0.5 - offset[1]) * 8.0;
+                    let (x, y) = (x as u32, y as u32);
+                    if x >= full.width || y >= full.height {
+                        continue;
+                    }
+                    let (a, b) = (px(&small, i, j), px(&full, x, y));
+                    for c in 0..2 {
+                        sum[c] += a[c].abs_diff(b[c]) as f64;
+                    }
+                    n += 1.0;
+                }
+            }
+            sum[0].max(sum[1]) / n
+        };
+        let mapped = error(reduction.offset);
+        assert!(
+            mapped < 2.0,
+            "exif {exif}: mean error {mapped:.2} with {reduction:?}"
+        );
+        if reduction.offset != [0.0, 0.0] {
+            let unmapped = error([0.0, 0.0]);
+            assert!(
+                unmapped > 3.0,
+                "exif {exif}: the offset matters ({unmapped:.2})"
+            );
+        }
+    }
+}
+
+/// Crop-aware decoding never asks for a reduction the crops did not allow, and a file with no
+/// reduced decode (PNG) comes back whole without drawing any crops.
+#[test]
+fn reduced_decode_respects_the_minimum_scale_and_skips_pngs() {
+    let data = gradient(400, 300);
+    let file = jpeg(400, 300, &data, None);
+    for (min, expect) in [(0.2, 4u32), (0.3, 2), (0.5, 2), (0.6, 1), (1.0, 1)] {
+        let (frame, r) = decode_reduced(&file, LIMIT, |_, _| min).unwrap();
+        if cfg!(turbojpeg) {
+            assert_eq!(r.scale.den / r.scale.num, expect, "min {min}");
+        }
+        assert!(r.scale.value() >= min, "min {min}: {r:?}");
+        assert_eq!((frame.width, frame.height), r.reduced_size());
+    }
+    let (frame, r) = decode_reduced(&file, LIMIT, |_, _| 1.0).unwrap();
+    assert_eq!(frame.data(), decode_image(&file, LIMIT).unwrap().data());
+    assert!(r.is_identity());
+    let png = png(40, 30, &gradient(40, 30), ExtendedColorType::Rgb8);
+    let (frame, r) =
+        decode_reduced(&png, LIMIT, |_, _| panic!("no crops are drawn for a PNG")).unwrap();
+    assert!(r.is_identity() && r.full == (40, 30));
+    assert_eq!(frame.data(), &gradient(40, 30)[..]);
+}

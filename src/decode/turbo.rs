@@ -15,6 +15,7 @@ use std::ffi::{c_char, c_int, c_uchar, c_ulong, c_void, CStr};
 use image::metadata::Orientation;
 use image::{DynamicImage, RgbImage};
 
+use super::scaled::{pick_scale, Reduction, Scale};
 use super::DecodeError;
 use crate::frame::Frame;
 
@@ -46,6 +47,15 @@ extern "C" {
     ) -> c_int;
     fn tjDestroy(handle: TjHandle) -> c_int;
     fn tjGetErrorStr2(handle: TjHandle) -> *mut c_char;
+    fn tjGetScalingFactors(num_scaling_factors: *mut c_int) -> *mut TjScalingFactor;
+}
+
+/// `tjscalingfactor`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TjScalingFactor {
+    num: c_int,
+    denom: c_int,
 }
 
 const TJPF_RGB: c_int = 0;
@@ -76,6 +86,16 @@ thread_local! {
 /// Decodes `bytes` if it is a JPEG this path handles exactly; `Ok(None)` means "use the
 /// general decoder".
 pub(super) fn decode(bytes: &[u8], max_pixels: u64) -> Result<Option<Frame>, DecodeError> {
+    Ok(decode_scaled(bytes, max_pixels, |_, _| 1.0)?.map(|(frame, _)| frame))
+}
+
+/// [`decode`] at the largest fast reduction of at least `min_scale(width, height)` (the upright
+/// full size), with the [`Reduction`] that maps full-size coordinates into the frame.
+pub(super) fn decode_scaled(
+    bytes: &[u8],
+    max_pixels: u64,
+    min_scale: impl FnOnce(u32, u32) -> f64,
+) -> Result<Option<(Frame, Reduction)>, DecodeError> {
     if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return Ok(None);
     }
@@ -90,15 +110,70 @@ pub(super) fn decode(bytes: &[u8], max_pixels: u64) -> Result<Option<Frame>, Dec
             *slot = Some(Decompressor(h));
         }
         let handle = slot.as_ref().map_or(std::ptr::null_mut(), |d| d.0);
-        decode_with(handle, bytes, max_pixels)
+        decode_with(handle, bytes, max_pixels, min_scale)
     })
+}
+
+/// The library's scaling factors (a static table; read once).
+fn library_scales() -> &'static [Scale] {
+    static SCALES: std::sync::OnceLock<Vec<Scale>> = std::sync::OnceLock::new();
+    SCALES.get_or_init(|| {
+        let mut n: c_int = 0;
+        // SAFETY: returns a pointer to a static array of `n` factors, or null on failure.
+        let ptr = unsafe { tjGetScalingFactors(&mut n) };
+        if ptr.is_null() || n <= 0 {
+            return Vec::new();
+        }
+        // SAFETY: non-null, `n` initialised elements, never freed.
+        let factors = unsafe { std::slice::from_raw_parts(ptr, n as usize) };
+        factors
+            .iter()
+            .filter(|f| f.num > 0 && f.denom > 0)
+            .map(|f| Scale {
+                num: f.num as u32,
+                den: f.denom as u32,
+            })
+            .collect()
+    })
+}
+
+/// Whether `tjDecompress2`, asked for `scale`'s output size, picks `scale` itself: it takes the
+/// largest factor whose output fits, so a larger factor with the same output size on a tiny
+/// image would win and the reduction would be misreported.
+fn unambiguous(scale: Scale, width: u32, height: u32) -> bool {
+    library_scales().iter().all(|&s| {
+        s.value() <= scale.value()
+            || s.apply(width) != scale.apply(width)
+            || s.apply(height) != scale.apply(height)
+    })
+}
+
+/// Which image axes (x, y of the upright picture) the orientation mirrors.
+fn reversed_axes(orientation: Orientation) -> [bool; 2] {
+    match orientation {
+        Orientation::NoTransforms | Orientation::Rotate90FlipH => [false, false],
+        Orientation::FlipHorizontal | Orientation::Rotate90 => [true, false],
+        Orientation::FlipVertical | Orientation::Rotate270 => [false, true],
+        Orientation::Rotate180 | Orientation::Rotate270FlipH => [true, true],
+    }
+}
+
+fn swaps_axes(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
 }
 
 fn decode_with(
     handle: TjHandle,
     bytes: &[u8],
     max_pixels: u64,
-) -> Result<Option<Frame>, DecodeError> {
+    min_scale: impl FnOnce(u32, u32) -> f64,
+) -> Result<Option<(Frame, Reduction)>, DecodeError> {
     let (mut w, mut h, mut subsamp, mut colorspace) = (0, 0, 0, 0);
     // SAFETY: `bytes` is a live slice of the given length; the out-pointers are valid.
     let rc = unsafe {
@@ -116,23 +191,35 @@ fn decode_with(
         return Ok(None);
     }
     let (width, height) = (w as u32, h as u32);
-    let pixels = super::within_pixel_limit(width, height, max_pixels)?;
+    super::within_pixel_limit(width, height, max_pixels)?;
     if !matches!(colorspace, TJCS_RGB | TJCS_YCBCR | TJCS_GRAY) {
         return Ok(None); // CMYK / YCCK: the image crate converts them
     }
-    let len = pixels as usize * 3;
+    let orientation = exif_orientation(bytes);
+    let upright = if swaps_axes(orientation) {
+        (height, width)
+    } else {
+        (width, height)
+    };
+    let mut scale = pick_scale(min_scale(upright.0, upright.1), library_scales());
+    if !unambiguous(scale, width, height) {
+        scale = Scale::FULL;
+    }
+    let (sw, sh) = (scale.apply(width), scale.apply(height));
+    let len = sw as usize * sh as usize * 3;
     let mut out: Vec<u8> = Vec::with_capacity(len);
-    // SAFETY: `out` has capacity for `height` rows of `3 * width` bytes, which is exactly what
-    // tjDecompress2 writes for TJPF_RGB with pitch 3 * width; `bytes` is live.
+    // SAFETY: `out` has capacity for `sh` rows of `3 * sw` bytes, which is exactly what
+    // tjDecompress2 writes for TJPF_RGB with pitch 3 * sw when asked for an `sw × sh` output
+    // (a factor of the library's own list, so it decodes at exactly that size); `bytes` is live.
     let rc = unsafe {
         tjDecompress2(
             handle,
             bytes.as_ptr(),
             bytes.len() as c_ulong,
             out.as_mut_ptr(),
-            w,
-            w * 3,
-            h,
+            sw as c_int,
+            sw as c_int * 3,
+            sh as c_int,
             TJPF_RGB,
             TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS,
         )
@@ -146,10 +233,10 @@ fn decode_with(
     }
     // SAFETY: a successful tjDecompress2 wrote all `len` bytes (see above).
     unsafe { out.set_len(len) };
-    let frame = match exif_orientation(bytes) {
-        Orientation::NoTransforms => Frame::from_rgb(width, height, out),
+    let frame = match orientation {
+        Orientation::NoTransforms => Frame::from_rgb(sw, sh, out),
         orientation => {
-            let Some(rgb) = RgbImage::from_raw(width, height, out) else {
+            let Some(rgb) = RgbImage::from_raw(sw, sh, out) else {
                 return Ok(None);
             };
             let mut img = DynamicImage::ImageRgb8(rgb);
@@ -159,7 +246,9 @@ fn decode_with(
             Frame::from_rgb(w, h, rgb.into_raw())
         }
     };
-    Ok(Some(frame))
+    let reduction = Reduction::new(scale, upright, reversed_axes(orientation));
+    debug_assert_eq!(reduction.reduced_size(), (frame.width, frame.height));
+    Ok(Some((frame, reduction)))
 }
 
 fn last_error(handle: TjHandle) -> String {

@@ -16,7 +16,8 @@ use crate::source::SourceConfig;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalConfig {
-    /// Weighted k-NN between a labelled train and test source; run after training when set.
+    /// Weighted k-NN between a labelled train and test source; run after training when set
+    /// and `enabled`.
     pub knn: Option<KnnConfig>,
     /// The linear protocol (`dino-stream eval linear`).
     pub linear: Option<linear::LinearConfig>,
@@ -26,10 +27,14 @@ pub struct EvalConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KnnConfig {
+    /// Run the evaluation after training (`run --no-eval` switches it off for one run).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
     /// Labelled source of the feature bank.
     pub train: SourceConfig,
     /// Labelled source to classify.
     pub test: SourceConfig,
+    /// Neighbours that vote.
     #[serde(default = "default_k")]
     pub k: usize,
     /// Votes are weighted by exp(similarity / temperature).

@@ -60,6 +60,7 @@ pub enum Arch {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// `vit_tiny`, `vit_small`, `vit_base` (presets that fix embed_dim/depth/heads), `vit` (sizes from the keys below), `resnet18` or `resnet50`.
     pub arch: Arch,
     /// Width of a custom ViT (`arch = "vit"`).
     pub embed_dim: i64,
@@ -115,6 +116,24 @@ impl ModelConfig {
             Arch::VitSmall => (384, 12, 6),
             Arch::VitBase => (768, 12, 12),
             _ => (self.embed_dim, self.depth, self.heads),
+        }
+    }
+
+    /// The preset's name when `arch` fixes the ViT sizes (`vit_tiny`, `vit_small`, `vit_base`).
+    pub fn vit_preset(&self) -> Option<&'static str> {
+        match self.arch {
+            Arch::VitTiny => Some("vit_tiny"),
+            Arch::VitSmall => Some("vit_small"),
+            Arch::VitBase => Some("vit_base"),
+            _ => None,
+        }
+    }
+
+    /// Writes a preset's sizes into `embed_dim`, `depth` and `heads`, so what `validate --print`
+    /// shows and a checkpoint stores is the model that is built.
+    pub fn resolve_preset(&mut self) {
+        if self.vit_preset().is_some() {
+            (self.embed_dim, self.depth, self.heads) = self.vit_dims();
         }
     }
 

@@ -76,6 +76,19 @@ impl<T> Rx<T> {
         v
     }
 
+    /// Like [`Rx::recv`], but gives up at `deadline`: `Ok(None)` when it passed first,
+    /// `Err(Closed)` once every sender is gone and the queue is empty.
+    pub fn recv_until(&self, deadline: std::time::Instant) -> Result<Option<T>, Closed> {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        let v = match self.inner.recv_timeout(wait) {
+            Ok(v) => Ok(Some(v)),
+            Err(kanal::ReceiveErrorTimeout::Timeout) => Ok(None),
+            Err(_) => Err(Closed),
+        };
+        self.depth.set(self.inner.len() as i64);
+        v
+    }
+
     /// Closes the channel from the receiving side, so blocked producers return `Closed`.
     pub fn close(&self) {
         let _ = self.inner.close();

@@ -11,6 +11,7 @@ mod gate;
 pub mod pool;
 pub mod skips;
 mod source_actor;
+pub mod supervise;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -24,11 +25,14 @@ pub use crops::{CropPool, Crops};
 pub use gate::ReorderGate;
 pub use pool::{spawn_pool, worker_count, Lap};
 pub use skips::SkipLog;
+pub use supervise::{panic_message, Supervisor};
 
-use crate::augment::{AugmentConfig, MultiCrop};
+use crate::augment::{AugmentConfig, CropPlan, MultiCrop};
 use crate::batch::{Batch, Cursor};
 use crate::config::{PipelineConfig, Problems};
-use crate::decode::decode_image;
+use crate::decode::{
+    decode_image, decode_reduced, DecodeConfig, DecodeError, Reduction, ScaledDecode,
+};
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::source::{OpenedSource, Payload};
@@ -41,6 +45,9 @@ pub struct BatcherConfig {
     pub channel_capacity: usize,
     /// How far (in samples) the source may run ahead of the batcher.
     pub reorder_window: u64,
+    /// Bytes of crops the pipeline may hold: queued batches, and samples in flight between the
+    /// source and the batcher. The reorder window shrinks to fit (validated up front).
+    pub buffer_bytes: u64,
 }
 
 impl Default for BatcherConfig {
@@ -48,11 +55,22 @@ impl Default for BatcherConfig {
         BatcherConfig {
             channel_capacity: 4,
             reorder_window: 4096,
+            buffer_bytes: 2 << 30,
         }
     }
 }
 
 impl BatcherConfig {
+    /// The reorder window in samples: `reorder_window`, or fewer when the crops of that many
+    /// samples would not fit in `buffer_bytes` beside the queued batches.
+    pub fn effective_window(&self, sample_bytes: u64, batch_size: usize) -> u64 {
+        let queued = (self.channel_capacity as u64 + 2)
+            .saturating_mul(batch_size as u64)
+            .saturating_mul(sample_bytes);
+        let room = self.buffer_bytes.saturating_sub(queued) / sample_bytes.max(1);
+        self.reorder_window.min(room).max(1)
+    }
+
     pub fn validate(&self, problems: &mut Problems) {
         problems.check(
             self.channel_capacity > 0,
@@ -91,6 +109,9 @@ pub struct Sourced {
 pub struct Decoded {
     pub meta: SampleMeta,
     pub frame: Option<Frame>,
+    /// How `frame` relates to the full-size picture, and the crops drawn on that picture
+    /// before decoding (crop-aware decoding; `None`: the frame is the picture, crops not drawn).
+    pub reduced: Option<(Reduction, CropPlan)>,
 }
 
 /// Augment → batcher: the sample's crops (`None` when it was skipped).
@@ -103,27 +124,74 @@ pub struct Augmented {
 /// worker (`decode.workers = 0`). A frame that fails to decode is skipped and counted here.
 #[derive(Clone)]
 struct DecodeStep {
-    max_pixels: u64,
+    decoder: SampleDecoder,
     skips: Arc<SkipLog>,
 }
 
 impl DecodeStep {
     fn run(&self, s: Sourced) -> Decoded {
-        let frame = match s.payload {
-            None => None,
-            Some(Payload::Decoded(f)) => Some(f),
-            Some(Payload::Encoded(bytes)) => match decode_image(&bytes, self.max_pixels) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    self.skips.skip("decode", &s.origin, &e.to_string());
-                    None
+        let (frame, reduced) = match s.payload {
+            None => (None, None),
+            Some(Payload::Decoded(f)) => (Some(f), None),
+            Some(Payload::Encoded(bytes)) => {
+                match self.decoder.decode(&bytes, s.meta.epoch, s.meta.id) {
+                    Ok((f, reduced)) => (Some(f), reduced),
+                    Err(e) => {
+                        self.skips.skip("decode", &s.origin, &e.to_string());
+                        (None, None)
+                    }
                 }
-            },
+            }
         };
         Decoded {
             meta: s.meta,
             frame,
+            reduced,
         }
+    }
+}
+
+/// Encoded bytes to the frame the multi-crop will read: with `decode.scaled = "auto"`, the
+/// sample's crops are drawn on the picture's full size (from its header) and the picture is
+/// decoded at the reduction they allow; with `"off"`, the full picture as always.
+#[derive(Clone)]
+pub struct SampleDecoder {
+    max_pixels: u64,
+    scaled: ScaledDecode,
+    augment: AugmentConfig,
+    seed: u64,
+}
+
+impl SampleDecoder {
+    /// The decoder for crops of `augment` under training seed `seed`.
+    pub fn new(decode: &DecodeConfig, augment: &AugmentConfig, seed: u64) -> Self {
+        SampleDecoder {
+            max_pixels: decode.max_pixels,
+            scaled: decode.scaled,
+            augment: augment.clone(),
+            seed,
+        }
+    }
+
+    /// The frame of sample `id` in `epoch`, with its reduction and crop plan when crop-aware
+    /// decoding drew one.
+    pub fn decode(
+        &self,
+        bytes: &[u8],
+        epoch: u64,
+        id: u64,
+    ) -> Result<(Frame, Option<(Reduction, CropPlan)>), DecodeError> {
+        if self.scaled == ScaledDecode::Off {
+            return Ok((decode_image(bytes, self.max_pixels)?, None));
+        }
+        let mut plan = None;
+        let (frame, reduction) = decode_reduced(bytes, self.max_pixels, |w, h| {
+            let p = CropPlan::draw(&self.augment, self.seed, w, h, epoch, id);
+            let scale = p.min_scale();
+            plan = Some(p);
+            scale
+        })?;
+        Ok((frame, plan.map(|p| (reduction, p))))
     }
 }
 
@@ -145,13 +213,26 @@ impl AugmentStep {
     }
 
     fn run(&mut self, d: Decoded) -> Augmented {
+        crate::failpoint::check("augment", d.meta.seq);
         let crops = d.frame.and_then(|frame| {
             let mut crops = self.pool.take();
             let (epoch, id) = (d.meta.epoch, d.meta.id);
-            match self
-                .multicrop
-                .apply(&frame, epoch, id, &mut crops.global, &mut crops.local)
-            {
+            let result = match &d.reduced {
+                Some((reduction, plan)) => self.multicrop.apply_reduced(
+                    &frame,
+                    reduction,
+                    Some(plan),
+                    epoch,
+                    id,
+                    &mut crops.global,
+                    &mut crops.local,
+                ),
+                None => {
+                    self.multicrop
+                        .apply(&frame, epoch, id, &mut crops.global, &mut crops.local)
+                }
+            };
+            match result {
                 Ok(()) => Some(crops),
                 Err(e) => {
                     self.pool.give(crops);
@@ -173,6 +254,7 @@ pub struct Pipeline {
     pub batches: Rx<Batch>,
     pub skips: Arc<SkipLog>,
     stop: Arc<AtomicBool>,
+    supervisor: Supervisor,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -187,8 +269,20 @@ impl Pipeline {
         stop: Arc<AtomicBool>,
     ) -> Pipeline {
         let skips = SkipLog::new(metrics.clone());
+        let supervisor = Supervisor::new(stop.clone());
         let seed = cfg.train.seed;
-        let gate = ReorderGate::new(cfg.batcher.reorder_window);
+        let window = cfg.batcher.effective_window(
+            crate::config::limits::sample_bytes(&cfg.augment),
+            cfg.train.batch_size,
+        );
+        if window < cfg.batcher.reorder_window {
+            tracing::info!(
+                "reorder window {window} samples (batcher.reorder_window {} does not fit in batcher.buffer_bytes {})",
+                cfg.batcher.reorder_window,
+                cfg.batcher.buffer_bytes
+            );
+        }
+        let gate = ReorderGate::new(window);
         let (src_tx, src_rx) = bounded::<Sourced>("source", cfg.decode.channel_capacity, metrics);
         let (aug_tx, aug_rx) =
             bounded::<Augmented>("augment", cfg.augment.channel_capacity, metrics);
@@ -205,10 +299,11 @@ impl Pipeline {
             skips.clone(),
             metrics.clone(),
             stop.clone(),
+            supervisor.clone(),
         ));
 
         let decode = DecodeStep {
-            max_pixels: cfg.decode.max_pixels,
+            decoder: SampleDecoder::new(&cfg.decode, &cfg.augment, seed),
             skips: skips.clone(),
         };
         let augment_workers = worker_count(cfg.augment.workers);
@@ -238,6 +333,7 @@ impl Pipeline {
                 src_rx,
                 aug_tx,
                 metrics,
+                &supervisor,
                 move |_| {
                     let decode = decode.clone();
                     let mut augment = new_augment();
@@ -257,6 +353,7 @@ impl Pipeline {
                 src_rx,
                 dec_tx,
                 metrics,
+                &supervisor,
                 move |_| {
                     let decode = decode.clone();
                     move |s: Sourced, _: &mut Lap| decode.run(s)
@@ -268,6 +365,7 @@ impl Pipeline {
                 dec_rx,
                 aug_tx,
                 metrics,
+                &supervisor,
                 move |_| {
                     let mut augment = new_augment();
                     move |d: Decoded, _: &mut Lap| augment.run(d)
@@ -277,18 +375,29 @@ impl Pipeline {
 
         let batcher = Batcher::new(cfg.train.batch_size, &cfg.augment, pool);
         let batcher_metrics = metrics.clone();
+        let batcher_supervisor = supervisor.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("batcher".into())
-                .spawn(move || batcher.run(aug_rx, batch_tx, gate, batcher_metrics))
+                .spawn(move || {
+                    batcher_supervisor.guard("batcher", move || {
+                        batcher.run(aug_rx, batch_tx, gate, batcher_metrics)
+                    })
+                })
                 .expect("spawn batcher"),
         );
         Pipeline {
             batches: batch_rx,
             skips,
             stop,
+            supervisor,
             threads,
         }
+    }
+
+    /// The first actor panic ("actor NAME panicked: MESSAGE"), if any.
+    pub fn failure(&self) -> Option<String> {
+        self.supervisor.failure()
     }
 
     /// Closes the pipeline from the consumer's end and waits for every stage to exit. Raises the

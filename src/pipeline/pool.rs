@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::channel::{Rx, Tx};
+use super::supervise::Supervisor;
 use crate::metrics::Metrics;
 
 /// Time and item counts summed locally and flushed now and then, not per item.
@@ -94,13 +95,15 @@ impl Lap {
 }
 
 /// Runs `workers` threads named `{stage}-{i}`, each with its own work function from
-/// `make_worker(i)`, moving items from `input` to `output`.
+/// `make_worker(i)`, moving items from `input` to `output`. A worker that panics is reported to
+/// `supervisor` under its thread name, which stops the run.
 pub fn spawn_pool<I, O, W, F>(
     stage: &'static str,
     workers: usize,
     input: Rx<I>,
     output: Tx<O>,
     metrics: &Arc<Metrics>,
+    supervisor: &Supervisor,
     make_worker: F,
 ) -> Vec<JoinHandle<()>>
 where
@@ -115,28 +118,32 @@ where
             let output = output.clone();
             let mut work = make_worker(i);
             let metrics = metrics.clone();
+            let supervisor = supervisor.clone();
+            let name = format!("{stage}-{i}");
             std::thread::Builder::new()
-                .name(format!("{stage}-{i}"))
+                .name(name.clone())
                 .spawn(move || {
-                    let mut counters = StageCounters::new(stage, &metrics);
-                    let mut lap = Lap::new(metrics);
-                    loop {
-                        let t0 = Instant::now();
-                        let Some(item) = input.recv() else { break };
-                        let t1 = Instant::now();
-                        lap.start = t1;
-                        let out = work(item, &mut lap);
-                        let t2 = Instant::now();
-                        if output.send(out).is_err() {
-                            input.close();
-                            break;
+                    supervisor.guard(&name, move || {
+                        let mut counters = StageCounters::new(stage, &metrics);
+                        let mut lap = Lap::new(metrics);
+                        loop {
+                            let t0 = Instant::now();
+                            let Some(item) = input.recv() else { break };
+                            let t1 = Instant::now();
+                            lap.start = t1;
+                            let out = work(item, &mut lap);
+                            let t2 = Instant::now();
+                            if output.send(out).is_err() {
+                                input.close();
+                                break;
+                            }
+                            let t3 = Instant::now();
+                            counters.record(
+                                (t2 - lap.start).as_secs_f64(),
+                                ((t1 - t0) + (t3 - t2)).as_secs_f64(),
+                            );
                         }
-                        let t3 = Instant::now();
-                        counters.record(
-                            (t2 - lap.start).as_secs_f64(),
-                            ((t1 - t0) + (t3 - t2)).as_secs_f64(),
-                        );
-                    }
+                    })
                 })
                 .expect("spawn worker thread")
         })
@@ -165,7 +172,9 @@ mod tests {
         let metrics = Metrics::new();
         let (in_tx, in_rx) = bounded::<u32>("test-in", 8, &metrics);
         let (out_tx, out_rx) = bounded::<u32>("test-out", 8, &metrics);
-        let threads = spawn_pool("augment", 2, in_rx, out_tx, &metrics, |_| {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let supervisor = Supervisor::new(stop);
+        let threads = spawn_pool("augment", 2, in_rx, out_tx, &metrics, &supervisor, |_| {
             |x: u32, lap: &mut Lap| {
                 std::thread::sleep(Duration::from_millis(30));
                 lap.book("decode");
@@ -198,6 +207,38 @@ mod tests {
             "augment busy {} includes the booked decode time {}",
             busy("augment"),
             busy("decode")
+        );
+    }
+
+    /// A worker that panics loses the item in hand; the pool reports it (so the run stops
+    /// instead of a batcher waiting for that item forever) and its other workers drain.
+    #[test]
+    fn a_panicking_worker_is_reported_and_the_others_drain() {
+        let metrics = Metrics::new();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let supervisor = Supervisor::new(stop.clone());
+        let (in_tx, in_rx) = bounded::<u32>("test-in", 8, &metrics);
+        let (out_tx, out_rx) = bounded::<u32>("test-out", 8, &metrics);
+        let threads = spawn_pool("augment", 2, in_rx, out_tx, &metrics, &supervisor, |_| {
+            |x: u32, _: &mut Lap| {
+                assert!(x != 3, "sample {x} is poison");
+                x
+            }
+        });
+        for x in 0..8 {
+            in_tx.send(x).unwrap();
+        }
+        drop(in_tx);
+        let out: Vec<u32> = std::iter::from_fn(|| out_rx.recv()).collect();
+        for t in threads {
+            t.join().expect("the panic is caught inside the thread");
+        }
+        assert!(!out.contains(&3) && out.len() >= 3, "{out:?}");
+        assert!(stop.load(std::sync::atomic::Ordering::SeqCst));
+        let failure = supervisor.failure().unwrap();
+        assert!(
+            failure.starts_with("actor augment-") && failure.contains("sample 3 is poison"),
+            "{failure}"
         );
     }
 }

@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use super::channel::Tx;
 use super::gate::ReorderGate;
 use super::skips::SkipLog;
+use super::supervise::Supervisor;
 use super::{SampleMeta, Sourced};
 use crate::batch::Cursor;
 use crate::metrics::Metrics;
@@ -24,16 +25,18 @@ pub fn spawn(
     skips: Arc<SkipLog>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+    supervisor: Supervisor,
 ) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("source".into())
-        .spawn(move || {
+        .spawn(move || supervisor.clone().guard("source", move || {
             let items = metrics.stage_items.with_label_values(&["source"]);
             let mut seq = 0u64;
             let mut send = |meta_epoch: u64, position: u64, id: u64, label, origin: String, payload: Option<Payload>| -> bool {
                 if stop.load(Ordering::Relaxed) || !gate.admit(seq, &stop) {
                     return false;
                 }
+                crate::failpoint::check("source", seq);
                 let meta = SampleMeta { seq, epoch: meta_epoch, position, id, label };
                 seq += 1;
                 items.inc();
@@ -79,6 +82,6 @@ pub fn spawn(
                     }
                 }
             }
-        })
+        }))
         .expect("spawn source thread")
 }

@@ -25,8 +25,8 @@ impl IdxSource {
         };
         let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
         let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-        let images = read_maybe_gz(&images_path)?;
-        let labels = read_maybe_gz(&labels_path)?;
+        let images = read_maybe_gz(&images_path, 3)?;
+        let labels = read_maybe_gz(&labels_path, 1)?;
         let corrupt = |path: &Path, message: String| SourceError::Corrupt {
             path: path.display().to_string(),
             message,
@@ -37,16 +37,24 @@ impl IdxSource {
         let (ldims, label_data) =
             parse_idx(&labels, 0x08, 1).map_err(|m| corrupt(&labels_path, m))?;
         let (n, rows, cols) = (dims[0] as usize, dims[1], dims[2]);
+        if n > 0 && (rows == 0 || cols == 0) {
+            return Err(corrupt(
+                &images_path,
+                format!("{n} images of {rows}x{cols} pixels"),
+            ));
+        }
         if ldims[0] as usize != n {
             return Err(corrupt(
                 &labels_path,
                 format!("{} labels for {} images", ldims[0], n),
             ));
         }
-        let count = limit.map_or(n, |l| n.min(l as usize));
+        let count = limit.map_or(n, |l| n.min(usize::try_from(l).unwrap_or(usize::MAX)));
+        // parse_idx checked n × rows × cols against the data, so these products fit.
+        let px = rows as usize * cols as usize;
         Ok(IdxSource {
             images_path,
-            images: image_data[..count * (rows * cols) as usize].to_vec(),
+            images: image_data[..count * px].to_vec(),
             labels: label_data[..count].to_vec(),
             count,
             rows,
@@ -68,26 +76,86 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf, SourceError> {
     })
 }
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, SourceError> {
-    let raw = std::fs::read(path).map_err(|source| SourceError::Io {
+/// The most IDX data held in memory (the whole set is loaded): far above the MNIST family
+/// (47 MB), far below what a crafted header or a gzip bomb could ask for.
+pub const MAX_IDX_BYTES: u64 = 4 << 30;
+
+/// Reads a plain or gzipped IDX file. Gzip is decompressed only as far as the header says the
+/// file goes (header + the product of its dims, checked), never more than [`MAX_IDX_BYTES`]:
+/// a gzip bomb or a lying header gets an error, not an allocation.
+fn read_maybe_gz(path: &Path, ndims: usize) -> Result<Vec<u8>, SourceError> {
+    let corrupt = |message: String| SourceError::Corrupt {
+        path: path.display().to_string(),
+        message,
+    };
+    let io = |source| SourceError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut reader = std::io::BufReader::new(file);
+    let mut magic = [0u8; 2];
+    let got = reader.read(&mut magic).map_err(io)?;
+    let reader = std::io::Cursor::new(magic[..got].to_vec()).chain(reader);
+    if magic[..got] != [0x1f, 0x8b] {
+        if size > MAX_IDX_BYTES {
+            return Err(corrupt(format!(
+                "{size} bytes, more than the {MAX_IDX_BYTES} an IDX source holds in memory"
+            )));
+        }
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
+        reader
+            .take(MAX_IDX_BYTES)
             .read_to_end(&mut out)
-            .map_err(|e| SourceError::Corrupt {
-                path: path.display().to_string(),
-                message: format!("gzip: {e}"),
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+            .map_err(io)?;
+        return Ok(out);
     }
+    let gzip = |e: std::io::Error| corrupt(format!("gzip: {e}"));
+    let mut decoder = flate2::read::GzDecoder::new(reader);
+    let mut out = vec![0u8; 4 + 4 * ndims];
+    if let Err(e) = decoder.read_exact(&mut out) {
+        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            corrupt("truncated header".into())
+        } else {
+            gzip(e)
+        });
+    }
+    let total = idx_len(&out, ndims)
+        .map_err(corrupt)?
+        .filter(|&t| t <= MAX_IDX_BYTES)
+        .ok_or_else(|| {
+            corrupt(format!(
+                "the header's dims ask for more than the {MAX_IDX_BYTES} bytes an IDX source holds in memory"
+            ))
+        })?;
+    decoder
+        .take(total - out.len() as u64)
+        .read_to_end(&mut out)
+        .map_err(gzip)?;
+    Ok(out)
+}
+
+/// Total length (header + data) an IDX header announces, checked; `None` when it overflows.
+fn idx_len(header: &[u8], ndims: usize) -> Result<Option<u64>, String> {
+    if header.len() < 4 + 4 * ndims || header[0] != 0 || header[1] != 0 {
+        return Err("not an IDX file (bad magic)".into());
+    }
+    let mut dims = (0..ndims).map(|i| {
+        u32::from_be_bytes([
+            header[4 + 4 * i],
+            header[5 + 4 * i],
+            header[6 + 4 * i],
+            header[7 + 4 * i],
+        ]) as u64
+    });
+    Ok(dims
+        .try_fold(1u64, |acc, d| acc.checked_mul(d))
+        .and_then(|n| n.checked_add(4 + 4 * ndims as u64)))
 }
 
 /// Parses an IDX header (magic `00 00 type ndims`, big-endian u32 dims) and checks the size.
+/// Every size comes from the file, so all arithmetic on it is checked.
 fn parse_idx(data: &[u8], dtype: u8, ndims: usize) -> Result<(Vec<u32>, &[u8]), String> {
     if data.len() < 4 || data[0] != 0 || data[1] != 0 {
         return Err("not an IDX file (bad magic)".into());
@@ -105,7 +173,10 @@ fn parse_idx(data: &[u8], dtype: u8, ndims: usize) -> Result<(Vec<u32>, &[u8]), 
     let dims: Vec<u32> = (0..ndims)
         .map(|i| u32::from_be_bytes(data[4 + 4 * i..8 + 4 * i].try_into().unwrap()))
         .collect();
-    let expected: usize = dims.iter().map(|&d| d as usize).product();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+        .ok_or_else(|| format!("dims {dims:?} overflow"))?;
     let body = &data[header..];
     if body.len() < expected {
         return Err(format!(
@@ -123,7 +194,7 @@ impl IndexedSource for IdxSource {
     }
 
     fn read(&self, id: u64) -> Result<Payload, SourceError> {
-        let px = (self.rows * self.cols) as usize;
+        let px = self.rows as usize * self.cols as usize;
         let gray = &self.images[id as usize * px..(id as usize + 1) * px];
         Ok(Payload::Decoded(Frame::from_rgb(
             self.cols,
@@ -213,5 +284,89 @@ mod tests {
             err.contains("train-images-idx3-ubyte") && err.contains("truncated"),
             "{err}"
         );
+    }
+
+    fn write_pair(dir: &Path, images: &[u8], labels: &[u8]) {
+        std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
+        std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
+    }
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// The 16-byte file of the audit: dims whose product overflows are an error, not a panic.
+    #[test]
+    fn overflowing_dims_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = idx_bytes(8, &[1], &[0]);
+        for dims in [[u32::MAX, u32::MAX, u32::MAX], [1, 65536, 65536], [1, 0, 5]] {
+            write_pair(dir.path(), &idx_bytes(8, &dims, &[]), &labels);
+            let err = IdxSource::open(dir.path(), IdxSplit::Train, None)
+                .err()
+                .unwrap();
+            assert!(err.to_string().contains("train-images-idx3-ubyte"), "{err}");
+        }
+    }
+
+    /// A gzip bomb behind a small header decompresses only as far as the header says.
+    #[test]
+    fn gzip_is_decompressed_only_as_far_as_the_header_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut images = idx_bytes(8, &[2, 2, 2], &[9; 8]);
+        images.resize(64 << 20, 0); // 64 MiB of trailing zeros, ~64 KiB compressed
+        let packed = gz(&images);
+        assert!(packed.len() < 1 << 20);
+        std::fs::write(dir.path().join("train-images-idx3-ubyte.gz"), packed).unwrap();
+        let read = read_maybe_gz(&dir.path().join("train-images-idx3-ubyte.gz"), 3).unwrap();
+        assert_eq!(read.len(), 16 + 8);
+        // A header that asks for more than the cap is refused before anything is inflated.
+        let huge = gz(&idx_bytes(8, &[60000, 65535, 65535], &[0; 64]));
+        std::fs::write(dir.path().join("train-images-idx3-ubyte.gz"), huge).unwrap();
+        let err = read_maybe_gz(&dir.path().join("train-images-idx3-ubyte.gz"), 3)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("holds in memory"), "{err}");
+    }
+
+    /// Arbitrary and mutated IDX files, plain and gzipped: errors, never panics.
+    #[test]
+    fn mutated_idx_files_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = idx_bytes(8, &[3, 4, 5], &[7; 60]);
+        let labels = idx_bytes(8, &[3], &[0, 1, 2]);
+        let mut rng = crate::rng::Rng::keyed(&[13, 3]);
+        for round in 0..1500u64 {
+            let img = crate::testing::mutate(&images, &mut rng, round);
+            let lab = crate::testing::mutate(&labels, &mut rng, round);
+            let (img, lab) = if round % 3 == 0 {
+                (gz(&img), gz(&lab))
+            } else {
+                (img, lab)
+            };
+            for name in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"] {
+                let _ = std::fs::remove_file(dir.path().join(format!("{name}.gz")));
+                let _ = std::fs::remove_file(dir.path().join(name));
+            }
+            let suffix = if round % 3 == 0 { ".gz" } else { "" };
+            std::fs::write(
+                dir.path().join(format!("train-images-idx3-ubyte{suffix}")),
+                &img,
+            )
+            .unwrap();
+            std::fs::write(
+                dir.path().join(format!("train-labels-idx1-ubyte{suffix}")),
+                &lab,
+            )
+            .unwrap();
+            if let Ok(src) = IdxSource::open(dir.path(), IdxSplit::Train, None) {
+                for id in 0..src.len() {
+                    src.read(id).unwrap();
+                    src.label(id);
+                }
+            }
+        }
     }
 }

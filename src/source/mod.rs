@@ -30,9 +30,10 @@ pub use video::VideoSource;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
-    /// JPEG/PNG files under `path`; with `root/class/*.jpg` (ImageNet layout) the class
-    /// directories give labels.
+    /// Images (JPEG, PNG, WebP, BMP, TIFF) under `path`, symbolic links followed; with
+    /// `root/class/*.jpg` (ImageNet layout) the class directories give labels.
     ImageFolder {
+        /// Directory to read (video: a file, a directory of files, or a stream URL).
         path: PathBuf,
         /// Use at most this many samples (the first ones in sorted path order).
         #[serde(default)]
@@ -40,15 +41,20 @@ pub enum SourceConfig {
     },
     /// IDX files of the MNIST family (`{split}-images-idx3-ubyte[.gz]` and labels) in `path`.
     Idx {
+        /// Directory to read (video: a file, a directory of files, or a stream URL).
         path: PathBuf,
+        /// `train` or `test` (the `t10k` files).
         #[serde(default)]
         split: IdxSplit,
+        /// Use at most this many samples.
         #[serde(default)]
         limit: Option<u64>,
     },
     /// A video file, a directory of video files, or a stream URL; every `stride`-th frame.
     Video {
+        /// Directory to read (video: a file, a directory of files, or a stream URL).
         path: PathBuf,
+        /// Emit every `stride`-th frame.
         #[serde(default = "default_stride")]
         stride: u32,
         /// Stop a pass after this many emitted frames.
@@ -57,18 +63,24 @@ pub enum SourceConfig {
     },
     /// Generated images with `classes` labels: for tests and benchmarks.
     Synthetic {
+        /// Images per epoch.
         #[serde(default = "default_synthetic_count")]
         count: u64,
+        /// Image width in pixels.
         #[serde(default = "default_synthetic_side")]
         width: u32,
+        /// Image height in pixels.
         #[serde(default = "default_synthetic_side")]
         height: u32,
+        /// Number of classes (labels) generated.
         #[serde(default = "default_synthetic_classes")]
         classes: u32,
     },
     /// A shard cache made by `dino-stream cache build`.
     Cache {
+        /// Directory to read (video: a file, a directory of files, or a stream URL).
         path: PathBuf,
+        /// Use at most this many samples.
         #[serde(default)]
         limit: Option<u64>,
     },
@@ -234,6 +246,12 @@ pub trait IndexedSource: Send + Sync {
     fn label(&self, id: u64) -> Option<u32>;
     /// Number of classes, when labelled.
     fn num_classes(&self) -> Option<u32>;
+    /// The name of class `label`. k-NN matches the bank's and the queries' classes by name, so
+    /// two folders need not hold the same set of classes to be compared. Sources whose labels
+    /// are plain numbers (IDX, synthetic, cache) use the number.
+    fn class_name(&self, label: u32) -> String {
+        label.to_string()
+    }
     /// A name for the sample in logs (a path, or `file#index`).
     fn describe(&self, id: u64) -> String;
 }

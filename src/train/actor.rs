@@ -1,7 +1,10 @@
 //! The trainer actor: one OS thread that owns the engine (every tensor), pulls batches, steps,
 //! exports metrics, appends the step log and writes checkpoints. It stops at the step budget,
-//! when the stream ends, or when the stop flag is raised (Ctrl-C) — always after a whole step,
-//! followed by a checkpoint. A non-finite loss stops it without writing one.
+//! when the stream ends, or when the stop flag is raised (a signal, or another actor's panic) —
+//! always after a whole step, followed by a checkpoint. A non-finite loss stops it without
+//! writing one, and so does a stream that ends before this run took a single step (nothing
+//! changed, and a run with no usable sample must leave nothing behind). A panic inside the
+//! trainer becomes [`TrainError::Panicked`]; its state may be half-updated, so it is not saved.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,7 +35,12 @@ pub enum TrainError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the trainer panicked: {0}")]
+    Panicked(String),
 }
+
+/// The step log in the run directory: one JSON line per step.
+pub const LOG_FILE: &str = "train_log.jsonl";
 
 /// Everything the trainer thread needs.
 pub struct TrainerArgs {
@@ -59,6 +67,8 @@ pub struct TrainOutcome {
     /// Images per second over the whole run (excluding start-up).
     pub images_per_second: f64,
     pub interrupted: bool,
+    /// The data stream ended before `stop_at` (and no stop was asked for).
+    pub stream_ended: bool,
 }
 
 /// One line of `train_log.jsonl` in the run directory.
@@ -87,8 +97,46 @@ pub fn spawn_trainer(
 ) -> JoinHandle<Result<TrainOutcome, TrainError>> {
     std::thread::Builder::new()
         .name("trainer".into())
-        .spawn(move || train(args, batches))
+        .spawn(move || {
+            let stop = args.stop.clone();
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(args, batches)));
+            result.unwrap_or_else(|panic| {
+                // The other actors stop too: the pipeline watches the same flag.
+                stop.store(true, Ordering::SeqCst);
+                Err(TrainError::Panicked(crate::pipeline::panic_message(
+                    &*panic,
+                )))
+            })
+        })
         .expect("spawn trainer thread")
+}
+
+/// Keeps the step log consistent with the checkpoint a run resumes from: steps after it (taken
+/// before a crash, and about to be taken again) and a torn last line are dropped. Rewritten
+/// under a temporary name and renamed, so a crash here loses nothing.
+fn trim_log(path: &std::path::Path, resumed_step: u64) -> std::io::Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let kept: String = text
+        .split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= resumed_step)
+        })
+        .collect();
+    if kept.len() == text.len() {
+        return Ok(());
+    }
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, kept)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainError> {
@@ -107,15 +155,14 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         path: run_dir.clone(),
         source,
     })?;
-    let log_path = run_dir.join("train_log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|source| TrainError::Log {
-            path: log_path.clone(),
-            source,
-        })?;
+    let log_path = run_dir.join(LOG_FILE);
+    let log_error = |source: std::io::Error| TrainError::Log {
+        path: log_path.clone(),
+        source,
+    };
+    trim_log(&log_path, engine.global_step()).map_err(log_error)?;
+    // Opened at the first step: a run that never steps leaves no log behind.
+    let mut log: Option<std::fs::File> = None;
 
     let start_step = engine.global_step();
     let progress = progress_bar(args.show_progress, args.stop_at.saturating_sub(start_step));
@@ -131,6 +178,7 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         crate::eval::online::OnlineKnn::start(k, cfg.augment.global_size, cfg.decode.max_pixels)
     });
     let mut train_time = std::time::Duration::ZERO;
+    let mut stream_ended = false;
 
     let save = |engine: &Engine, cursor: Cursor, loss: f64| -> Result<PathBuf, TrainError> {
         let t = Instant::now();
@@ -145,6 +193,7 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             config: cfg.to_toml(),
+            tensors: None,
         };
         let dir = checkpoint::save(&run_dir, &meta, &engine.state(), cfg.checkpoint.keep)?;
         m.checkpoint_seconds.inc_by(t.elapsed().as_secs_f64());
@@ -164,9 +213,11 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
                 interrupted = true;
             } else {
                 tracing::info!("the data stream ended");
+                stream_ended = true;
             }
             break;
         };
+        crate::failpoint::check("trainer", engine.global_step());
         let t0 = Instant::now();
         first_step_at.get_or_insert(t0);
         let mut stats = engine.step(&batch)?;
@@ -186,10 +237,17 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         interval_images += batch.size as u64;
         total_images += batch.size as u64;
         record_metrics(m, &stats, batch.epoch, batch.size, dt);
-        write_log(&mut log, &stats, batch.epoch, knn).map_err(|source| TrainError::Log {
-            path: log_path.clone(),
-            source,
-        })?;
+        if log.is_none() {
+            log = Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)
+                    .map_err(log_error)?,
+            );
+        }
+        write_log(log.as_mut().expect("opened above"), &stats, batch.epoch, knn)
+            .map_err(log_error)?;
         progress.inc(1);
         // A freshly initialised teacher sits in the one-hot band for its first steps; judge
         // collapse only once the run has had a few steps to move.
@@ -229,7 +287,12 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
     }
     progress.finish_and_clear();
     let end_step = engine.global_step();
-    if end_step > saved_step || (last_checkpoint.is_none() && args.resume_from.is_none()) {
+    // A fresh run saves even without a step (Ctrl-C or --max-steps 0 before step 1), so that
+    // --resume, eval and export find the initial state; a stream that ended without one saves
+    // nothing (no sample was usable: the caller reports it).
+    let fresh_without_checkpoint = last_checkpoint.is_none() && args.resume_from.is_none();
+    let nothing_usable = stream_ended && end_step == start_step;
+    if end_step > saved_step || (fresh_without_checkpoint && !nothing_usable) {
         let dir = save(&engine, cursor, last_loss.unwrap_or(f64::NAN))?;
         tracing::info!(checkpoint = %dir.display(), step = end_step, "checkpoint written");
         last_checkpoint = Some(dir);
@@ -245,6 +308,7 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         last_checkpoint,
         images_per_second,
         interrupted,
+        stream_ended,
     })
 }
 

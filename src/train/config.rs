@@ -44,7 +44,9 @@ pub enum TeacherUpdate {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
+    /// `auto` (CUDA when libtorch sees a GPU, else the CPU), `cpu` or `cuda` (an error before anything starts when there is no GPU).
     pub device: DeviceChoice,
+    /// `auto` (bf16 autocast on CUDA, fp32 on the CPU), `fp32`, `bf16` or `fp16` (CUDA only: refused on the CPU).
     pub precision: Precision,
     /// Samples per step.
     pub batch_size: usize,
@@ -54,28 +56,41 @@ pub struct TrainConfig {
     pub steps_per_epoch: Option<u64>,
     /// Master seed: data order, crops, initialisation and stochastic depth derive from it.
     pub seed: u64,
+    /// `adamw` (the paper), `sgd` or `lars`.
     pub optimizer: OptimizerKind,
     /// Learning rate for a batch of 256; the peak is `base_lr * batch_size / 256`.
     pub base_lr: f64,
+    /// Learning rate at the end of the cosine schedule.
     pub min_lr: f64,
+    /// Epochs of linear learning-rate warm-up from 0 to the peak.
     pub warmup_epochs: f64,
+    /// Weight decay at the start of its cosine schedule.
     pub weight_decay: f64,
+    /// Weight decay at the end of its cosine schedule.
     pub weight_decay_end: f64,
     /// Per-parameter-tensor gradient norm clip (0 disables).
     pub clip_grad: f64,
     /// Epochs during which the head's last layer gets no update.
     pub freeze_last_layer_epochs: f64,
+    /// EMA momentum of the teacher at the start; it rises to 1 on a cosine.
     pub momentum_teacher: f64,
+    /// `ema` (after every step, the paper) or `epoch` (held fixed, moved at epoch end).
     pub teacher_update: TeacherUpdate,
+    /// Temperature of the student's softmax.
     pub student_temp: f64,
+    /// Teacher temperature at the start of its warm-up.
     pub warmup_teacher_temp: f64,
+    /// Teacher temperature after the warm-up.
     pub teacher_temp: f64,
+    /// Epochs of linear teacher-temperature warm-up.
     pub warmup_teacher_temp_epochs: f64,
+    /// Momentum of the centre's EMA over teacher outputs.
     pub center_momentum: f64,
     /// Switch centering off (for collapse experiments).
     pub centering: bool,
     /// Per-channel mean and std used to normalise u8 pixels on the device.
     pub normalize_mean: [f64; 3],
+    /// Per-channel std used with `normalize_mean`.
     pub normalize_std: [f64; 3],
     /// Log and export collapse monitors every N steps.
     pub monitor_every: u64,

@@ -10,5 +10,5 @@ pub mod monitor;
 pub mod optim;
 pub mod schedule;
 
-pub use actor::{spawn_trainer, TrainError, TrainOutcome, TrainerArgs};
+pub use actor::{spawn_trainer, TrainError, TrainOutcome, TrainerArgs, LOG_FILE};
 pub use config::{Plan, TrainConfig};

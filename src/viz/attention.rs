@@ -29,7 +29,17 @@ pub fn prepare(frame: &Frame, shorter: u32, patch: u32) -> Result<Frame, VizErro
     }
     let mut out = vec![0u8; (w * h * 3) as usize];
     Resampler::new()
-        .resize_then_crop(frame, rw, rh, 0, 0, w, h, &mut out)
+        .resize_then_crop(
+            frame,
+            &crate::decode::Reduction::identity(frame.width, frame.height),
+            rw,
+            rh,
+            0,
+            0,
+            w,
+            h,
+            &mut out,
+        )
         .map_err(|e| VizError::Invalid(e.to_string()))?;
     Ok(Frame::from_rgb(w, h, out))
 }

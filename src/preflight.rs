@@ -1,0 +1,98 @@
+//! Checks that need the world, not just the file: every source the run will read opens, the
+//! device exists, and the precision can run on it. `validate` runs them, and `run` runs them
+//! before step 1, so a run never trains for hours and then fails on its evaluation paths.
+
+use tch::Device;
+
+use crate::config::{ConfigError, PipelineConfig, Problems};
+use crate::source::OpenedSource;
+use crate::train::config::{DeviceChoice, Precision, TrainConfig};
+
+/// The libtorch device for `train.device` and `train.precision`, or the problems with them:
+/// `cuda` without a GPU, and reduced precision where only fp32 runs (tch 0.24 exposes
+/// libtorch's CUDA autocast only, so on the CPU bf16/fp16 would silently be fp32).
+pub fn device(train: &TrainConfig) -> Result<Device, Problems> {
+    let mut problems = Problems::new();
+    let device = match train.device {
+        DeviceChoice::Cpu => Device::Cpu,
+        DeviceChoice::Auto => Device::cuda_if_available(),
+        DeviceChoice::Cuda => {
+            if !tch::Cuda::is_available() {
+                problems.push(
+                    "train.device",
+                    "\"cuda\", but libtorch finds no CUDA GPU on this machine (check `nvidia-smi`; \
+                     use \"auto\" to fall back to the CPU, or \"cpu\")",
+                );
+            }
+            Device::Cuda(0)
+        }
+    };
+    if device == Device::Cpu {
+        let name = match train.precision {
+            Precision::Bf16 => Some("bf16"),
+            Precision::Fp16 => Some("fp16"),
+            Precision::Auto | Precision::Fp32 => None,
+        };
+        if let Some(name) = name {
+            problems.push(
+                "train.precision",
+                format!(
+                    "\"{name}\" needs a CUDA device, and this run is on the CPU, which trains in \
+                     fp32 only: set train.precision = \"fp32\" (or \"auto\": {name} on CUDA, fp32 on \
+                     the CPU)"
+                ),
+            );
+        }
+    }
+    if problems.is_empty() {
+        Ok(device)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Opens every source the command will read: `[source]` (unless the caller already has it
+/// open) and, when the evaluation is on, `[eval.knn.train]` and `[eval.knn.test]`; checks the
+/// device; and checks that the source holds at least one batch.
+pub fn check(
+    cfg: &PipelineConfig,
+    opened: Option<&OpenedSource>,
+    check_device: bool,
+) -> Result<(), ConfigError> {
+    let mut problems = Problems::new();
+    let mut main = None;
+    if opened.is_none() {
+        match cfg.source.open() {
+            Ok(s) => main = Some(s),
+            Err(e) => problems.push("source.path", e.to_string()),
+        }
+    }
+    if let Some(source) = opened.or(main.as_ref()) {
+        if let Err(e) = crate::run::plan_for(cfg, source) {
+            problems.push("train.batch_size", e.to_string());
+        }
+    }
+    if let Some(knn) = cfg.eval.knn.as_ref().filter(|k| k.enabled) {
+        for (key, src) in [("eval.knn.train", &knn.train), ("eval.knn.test", &knn.test)] {
+            if let Err(e) = src.open() {
+                problems.push(
+                    format!("{key}.path"),
+                    format!(
+                        "{e} (the k-NN evaluation after training reads it; switch the evaluation \
+                         off with `run --no-eval` or eval.knn.enabled = false)"
+                    ),
+                );
+            }
+        }
+    }
+    if check_device {
+        if let Err(p) = device(&cfg.train) {
+            problems.extend(p);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(problems.to_string()))
+    }
+}
