@@ -34,6 +34,10 @@ pub struct CheckpointConfig {
     pub every_steps: u64,
     /// Keep the last K checkpoints.
     pub keep: usize,
+    /// Start a fresh run from these weights (continued pretraining): an official DINO `.pth`
+    /// (teacher taken), a timm ViT `.pth`/`.safetensors`, or `dino-stream export` output.
+    /// `[model]` must describe the same ViT. Ignored when resuming.
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for CheckpointConfig {
@@ -42,6 +46,7 @@ impl Default for CheckpointConfig {
             dir: PathBuf::from("runs/default"),
             every_steps: 1000,
             keep: 3,
+            init_from: None,
         }
     }
 }
@@ -52,6 +57,11 @@ impl CheckpointConfig {
             "must not be empty".into()
         });
         problems.check(self.keep >= 1, "checkpoint.keep", || "must be >= 1".into());
+        if let Some(p) = &self.init_from {
+            problems.check(p.is_file(), "checkpoint.init_from", || {
+                format!("{}: no such file", p.display())
+            });
+        }
     }
 }
 

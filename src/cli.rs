@@ -19,6 +19,11 @@ use clap::{Args, Parser, Subcommand};
   dino-stream eval knn pipelines/quickstart.toml
   dino-stream eval knn --checkpoint runs/quickstart --train /data/pets/train --test /data/pets/val
   dino-stream export runs/quickstart --out backbone.safetensors
+  dino-stream eval knn pipelines/quickstart.toml --k 10,20,100,200
+  dino-stream eval linear pipelines/quickstart.toml
+  dino-stream attention runs/quickstart photo.jpg --out maps --query 2,1 --pca
+  dino-stream attention dino_vits16_pretrain.pth photo.jpg --out maps --size 480
+  dino-stream report runs/quickstart
   dino-stream bench pipeline pipelines/imagenet.toml --seconds 20
   dino-stream config
 
@@ -99,6 +104,78 @@ pub enum Command {
     /// Measure throughput.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Self-attention maps of the last block as PNGs: per head from the CLS token, the mask
+    /// keeping --threshold of the mass, an overlay, per-query-patch maps, optional PCA.
+    Attention(AttentionArgs),
+    /// Build the composite segmentation set: Fashion-MNIST garments pasted onto photographs
+    /// (mask = the garment's pixels, label = its class), deterministic from --seed.
+    Composite {
+        /// Directory of the Fashion-MNIST IDX files.
+        #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+        fashion_mnist: PathBuf,
+        /// Use the `t10k` files instead of the training files.
+        #[arg(long)]
+        test_split: bool,
+        /// Directory of background photographs (PNG/JPEG), e.g. scikit-image's data folder.
+        #[arg(long)]
+        backgrounds: PathBuf,
+        #[arg(long, default_value_t = 500)]
+        count: usize,
+        /// Side of the square images.
+        #[arg(long, default_value_t = 96)]
+        size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output directory (images/class_K/*.png, masks/*.png, index.csv).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// A PNG of a run's curves (loss, schedules, entropy/KL, online k-NN) from train_log.jsonl.
+    Report {
+        /// Run directory (checkpoint.dir).
+        run_dir: PathBuf,
+        /// Output PNG (default: RUN_DIR/report.png).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `attention`
+#[derive(Args, Debug)]
+pub struct AttentionArgs {
+    /// A checkpoint or run directory, or a weights file (official DINO .pth, timm .pth or
+    /// .safetensors, `dino-stream export` output).
+    pub checkpoint: PathBuf,
+    /// Images to draw the maps of.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Shorter side of the network input (default: the size the model was trained at).
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Share of each head's attention mass the masks keep.
+    #[arg(long, default_value_t = 0.6)]
+    pub threshold: f64,
+    /// A query patch as COLUMN,ROW: its attention to every patch, per head (repeatable).
+    #[arg(long = "query", value_name = "X,Y")]
+    pub queries: Vec<String>,
+    /// Also draw the first three principal components of the patch features as RGB.
+    #[arg(long)]
+    pub pca: bool,
+    /// The student of a DINO checkpoint instead of the teacher.
+    #[arg(long)]
+    pub student: bool,
+    /// Attention heads of an imported ViT (default: width / 64).
+    #[arg(long)]
+    pub heads: Option<i64>,
+    /// The same network freshly initialised with this seed (the untrained baseline).
+    #[arg(long, value_name = "SEED")]
+    pub random_init: Option<u64>,
+    /// Enlarge every picture by this factor (default: to at least 224 pixels).
+    #[arg(long)]
+    pub zoom: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,6 +217,43 @@ pub enum EvalCommand {
         /// Evaluate the untrained (freshly initialised) network instead.
         #[arg(long)]
         untrained: bool,
+        /// Neighbour counts to report, e.g. `--k 10,20,100,200` as DINO's eval_knn.py
+        /// (default: eval.knn.k).
+        #[arg(long, value_delimiter = ',')]
+        k: Vec<usize>,
+        /// Classify raw pixels of the evaluation view instead (the baseline).
+        #[arg(long)]
+        raw_pixels: bool,
+    },
+    /// Zero-shot segmentation: Jaccard of each head's 60%-mass attention mask against the masks
+    /// of a composite set, for the model, the same network at random init and a centred disc.
+    Segment {
+        /// A set made by `dino-stream composite`.
+        data: PathBuf,
+        /// Checkpoint or run directory, or a weights file.
+        checkpoint: PathBuf,
+        /// A supervised ViT to compare with (weights file or checkpoint).
+        #[arg(long)]
+        supervised: Option<PathBuf>,
+        /// Use only the first N samples.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value_t = 0.6)]
+        threshold: f64,
+    },
+    /// The linear protocol on frozen features ([eval.linear]; sources default to [eval.knn]'s).
+    Linear {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Checkpoint or run directory, or a weights file (default: checkpoint.dir).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The same network freshly initialised (seed train.seed).
+        #[arg(long)]
+        untrained: bool,
+        /// A linear classifier on the raw pixels of the evaluation view (the baseline).
+        #[arg(long)]
+        raw_pixels: bool,
     },
 }
 

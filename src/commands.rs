@@ -74,15 +74,20 @@ pub fn cache_verify(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `eval knn`: the checkpoint's own configuration builds the model (see `recipe`); the
-/// pipeline (or the checkpoint's configuration) names the labelled sources.
+/// `eval knn`: for each k in `ks` (default: the configured k), of a checkpoint or run
+/// directory (its own configuration builds the model, see `recipe`), a weights file, the
+/// untrained network, or raw pixels; the pipeline (or the checkpoint's configuration) names the
+/// labelled sources.
 pub fn eval_knn(
     loaded: &LoadedConfig,
     checkpoint_path: Option<&Path>,
     untrained: bool,
+    ks: &[usize],
+    raw_pixels: bool,
 ) -> anyhow::Result<()> {
     let mut cfg = loaded.config.clone();
-    let found = if untrained {
+    let weights_file = checkpoint_path.filter(|p| p.is_file());
+    let found = if untrained || raw_pixels || weights_file.is_some() {
         None
     } else {
         let dir = match checkpoint_path {
@@ -110,34 +115,69 @@ pub fn eval_knn(
         .context("the pipeline has no [eval.knn] section (or give --train DIR --test DIR)")?;
     crate::preflight::device(&cfg.train)
         .map_err(|p| crate::config::ConfigError::Invalid(p.to_string()))?;
-    let (engine, what) = match found {
-        None => {
-            let source = cfg.source.open().context("opening [source]")?;
-            let plan = crate::run::plan_for(&cfg, &source)?;
-            let device = crate::train::engine::select_device(cfg.train.device);
-            (
-                crate::train::engine::Engine::new(
-                    &cfg.model,
-                    &cfg.train,
-                    &cfg.augment,
-                    plan,
-                    device,
-                )?,
-                "untrained".to_string(),
-            )
-        }
-        Some(dir) => {
-            let (engine, dir) = crate::run::engine_from_checkpoint(&cfg, Some(&dir))?;
-            (engine, dir.display().to_string())
-        }
+    let ks = if ks.is_empty() {
+        vec![knn.k]
+    } else {
+        ks.to_vec()
     };
-    let acc = crate::run::evaluate_knn(&cfg, &engine)?;
-    println!(
-        "k-NN accuracy (k={}, T={}) of {what}: {:.2}%",
-        knn.k,
-        knn.temperature,
-        100.0 * acc
-    );
+    let (feats, what) = if raw_pixels {
+        (
+            crate::run::knn_features(&cfg, &crate::commands_eval::pixels)?,
+            "raw pixels".to_string(),
+        )
+    } else if let Some(path) = weights_file {
+        let model = crate::eval::loader::FeatureModel::open(path, Default::default())?;
+        let model = if untrained {
+            model.random_twin(cfg.train.seed)
+        } else {
+            model
+        };
+        (
+            crate::run::knn_features(&cfg, &|x| model.features(x))?,
+            model.description.clone(),
+        )
+    } else {
+        let (engine, what) = match found {
+            None => {
+                let source = cfg.source.open().context("opening [source]")?;
+                let plan = crate::run::plan_for(&cfg, &source)?;
+                let device = crate::train::engine::select_device(cfg.train.device);
+                (
+                    crate::train::engine::Engine::new(
+                        &cfg.model,
+                        &cfg.train,
+                        &cfg.augment,
+                        plan,
+                        device,
+                    )?,
+                    "untrained".to_string(),
+                )
+            }
+            Some(dir) => {
+                let (engine, dir) = crate::run::engine_from_checkpoint(&cfg, Some(&dir))?;
+                (engine, dir.display().to_string())
+            }
+        };
+        (
+            crate::run::knn_features(&cfg, &|x| engine.teacher_features(x))?,
+            what,
+        )
+    };
+    for k in ks {
+        let acc = crate::eval::knn::accuracy(
+            &feats.train,
+            &feats.train_labels,
+            &feats.test,
+            &feats.test_labels,
+            k,
+            knn.temperature,
+        );
+        println!(
+            "k-NN accuracy (k={k}, T={}) of {what}: {:.2}%",
+            knn.temperature,
+            100.0 * acc
+        );
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
+pub mod commands_eval;
 pub mod config;
 pub mod decode;
 pub mod eval;
@@ -31,3 +32,5 @@ pub mod source;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod train;
+pub mod viz;
+pub mod weights;

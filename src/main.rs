@@ -261,11 +261,85 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             train,
             test,
             untrained,
+            k,
+            raw_pixels,
         }) => {
             let folders = train.as_deref().zip(test.as_deref());
             let loaded = load_for_eval(pipeline.as_deref(), &sets, checkpoint.as_deref(), folders)?;
-            dino_stream::commands::eval_knn(&loaded, checkpoint.as_deref(), untrained)
+            dino_stream::commands::eval_knn(
+                &loaded,
+                checkpoint.as_deref(),
+                untrained,
+                &k,
+                raw_pixels,
+            )
         }
+        Command::Eval(EvalCommand::Linear {
+            pipeline,
+            checkpoint,
+            untrained,
+            raw_pixels,
+        }) => {
+            let loaded = load(&pipeline)?;
+            dino_stream::commands_eval::eval_linear(
+                &loaded.config,
+                checkpoint.as_deref(),
+                untrained,
+                raw_pixels,
+            )
+        }
+        Command::Attention(a) => {
+            dino_stream::commands_eval::attention(dino_stream::commands_eval::AttentionArgs {
+                checkpoint: a.checkpoint,
+                images: a.images,
+                out: a.out,
+                size: a.size,
+                threshold: a.threshold,
+                queries: a.queries,
+                pca: a.pca,
+                student: a.student,
+                heads: a.heads,
+                random_init: a.random_init,
+                zoom: a.zoom,
+            })
+        }
+        Command::Composite {
+            fashion_mnist,
+            test_split,
+            backgrounds,
+            count,
+            size,
+            seed,
+            out,
+        } => dino_stream::commands_eval::composite(
+            dino_stream::eval::composite::CompositeSpec {
+                fashion_mnist,
+                split: if test_split {
+                    dino_stream::source::IdxSplit::Test
+                } else {
+                    dino_stream::source::IdxSplit::Train
+                },
+                backgrounds,
+                count,
+                size,
+                seed,
+            },
+            &out,
+        ),
+        Command::Eval(EvalCommand::Segment {
+            data,
+            checkpoint,
+            supervised,
+            limit,
+            threshold,
+        }) => dino_stream::commands_eval::eval_segment(
+            &data,
+            &checkpoint,
+            supervised.as_deref(),
+            limit,
+            threshold,
+        ),
+        Command::Report { run_dir, out } => dino_stream::commands_eval::report(&run_dir, out),
         Command::Export { checkpoint, out } => dino_stream::commands::export(&checkpoint, &out),
         Command::Bench(BenchCommand::Pipeline { pipeline, seconds }) => {
             let loaded = load(&pipeline)?;

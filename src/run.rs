@@ -252,12 +252,23 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
                     .knn_accuracy
                     .with_label_values(&["untrained"])
                     .set(untrained);
+                // The baseline a newcomer compares with: the same k-NN on raw pixels.
+                let px = knn_features(&cfg, &crate::commands_eval::pixels)?;
+                let raw = knn::accuracy(
+                    &px.train,
+                    &px.train_labels,
+                    &px.test,
+                    &px.test_labels,
+                    knn_cfg.k,
+                    knn_cfg.temperature,
+                );
                 println!(
-                    "k-NN accuracy (k={}, T={}): trained {:.2}%  untrained {:.2}%",
+                    "k-NN accuracy (k={}, T={}): trained {:.2}%  untrained {:.2}%  raw pixels {:.2}%",
                     knn_cfg.k,
                     knn_cfg.temperature,
                     100.0 * trained,
-                    100.0 * untrained
+                    100.0 * untrained,
+                    100.0 * raw
                 );
             } else {
                 println!(
@@ -342,8 +353,37 @@ pub fn evaluate_knn(cfg: &PipelineConfig, engine: &Engine) -> anyhow::Result<f64
         .knn
         .as_ref()
         .context("no [eval.knn] section in the pipeline")?;
-    let size = knn_cfg.image_size.unwrap_or(cfg.augment.global_size);
     let embed = |x: &tch::Tensor| engine.teacher_features(x);
+    let f = knn_features(cfg, &embed)?;
+    Ok(knn::accuracy(
+        &f.train,
+        &f.train_labels,
+        &f.test,
+        &f.test_labels,
+        knn_cfg.k,
+        knn_cfg.temperature,
+    ))
+}
+
+/// Features of `[eval.knn]`'s bank and queries, labels numbered by class name on both sides.
+pub struct KnnFeatures {
+    pub train: tch::Tensor,
+    pub train_labels: tch::Tensor,
+    pub test: tch::Tensor,
+    pub test_labels: tch::Tensor,
+}
+
+/// Runs `embed` (u8 NHWC → fp32 features) over `[eval.knn]`'s train and test sources.
+pub fn knn_features(
+    cfg: &PipelineConfig,
+    embed: &dyn Fn(&tch::Tensor) -> tch::Tensor,
+) -> anyhow::Result<KnnFeatures> {
+    let knn_cfg = cfg
+        .eval
+        .knn
+        .as_ref()
+        .context("no [eval.knn] section in the pipeline")?;
+    let size = knn_cfg.image_size.unwrap_or(cfg.augment.global_size);
     let t = std::time::Instant::now();
     let extract = |source: &crate::source::SourceConfig, key: &str| -> anyhow::Result<_> {
         let opened = source.open().with_context(|| format!("opening [{key}]"))?;
@@ -354,7 +394,7 @@ pub fn evaluate_knn(cfg: &PipelineConfig, engine: &Engine) -> anyhow::Result<f64
             size,
             knn_cfg.batch_size,
             &cfg.decode,
-            &embed,
+            embed,
             &bar,
         );
         bar.finish_and_clear();
@@ -381,23 +421,19 @@ pub fn evaluate_knn(cfg: &PipelineConfig, engine: &Engine) -> anyhow::Result<f64
             aligned.unmatched_queries
         );
     }
-    let acc = knn::accuracy(
-        &bank.features,
-        &aligned.bank_labels,
-        &queries.features,
-        &aligned.query_labels,
-        knn_cfg.k,
-        knn_cfg.temperature,
-    );
     tracing::info!(
         bank = bank.features.size()[0],
         queries = queries.features.size()[0],
         skipped = bank.skipped + queries.skipped,
         seconds = format!("{:.1}", t.elapsed().as_secs_f64()),
-        accuracy = format!("{acc:.4}"),
-        "k-NN"
+        "k-NN features"
     );
-    Ok(acc)
+    Ok(KnnFeatures {
+        train: bank.features,
+        train_labels: aligned.bank_labels,
+        test: queries.features,
+        test_labels: aligned.query_labels,
+    })
 }
 
 /// Builds an engine from a checkpoint directory (or the latest in `checkpoint.dir`).

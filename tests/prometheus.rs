@@ -38,7 +38,11 @@ fn prometheus_scrapes_stage_and_trainer_metrics() {
         .expect("the prometheus binary (Debian package `prometheus`, installed by make)");
     let dir = tempfile::tempdir().unwrap();
     let (run_port, prom_port) = (free_port(), free_port());
-    let pipeline = tiny_pipeline(dir.path(), ENDLESS_SYNTHETIC, "");
+    // Online k-NN every 2 steps on small labelled synthetic subsets.
+    let knn = "[eval.knn]\nevery_steps = 2\nonline_bank = 64\nonline_queries = 32\n\
+        [eval.knn.train]\ntype = \"synthetic\"\ncount = 64\nwidth = 32\nheight = 32\n\
+        [eval.knn.test]\ntype = \"synthetic\"\ncount = 32\nwidth = 32\nheight = 32\n";
+    let pipeline = tiny_pipeline(dir.path(), ENDLESS_SYNTHETIC, knn);
     let _run = Killed(spawn_run(dir.path(), &pipeline, run_port, Stdio::null));
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
@@ -79,6 +83,19 @@ fn prometheus_scrapes_stage_and_trainer_metrics() {
     assert!(
         loss.is_some_and(|v| v.is_finite() && v > 0.0),
         "loss: {loss:?}"
+    );
+    // The dashboard's k-NN panel has data while the run goes, and the step log has it too.
+    let knn = wait_for(Duration::from_secs(60), || {
+        prometheus_query(prom_port, "dino_stream_knn_accuracy{model=\"online\"}")
+    });
+    assert!(
+        knn.is_some_and(|v| (0.0..=1.0).contains(&v)),
+        "online k-NN: {knn:?}"
+    );
+    let logged = std::fs::read_to_string(dir.path().join("run/train_log.jsonl")).unwrap();
+    assert!(
+        logged.lines().any(|l| l.contains("\"knn_accuracy\"")),
+        "no knn_accuracy in train_log.jsonl"
     );
 }
 

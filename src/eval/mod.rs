@@ -1,6 +1,11 @@
 //! Evaluation of learned features without labels in training: weighted k-NN.
 
+pub mod composite;
 pub mod knn;
+pub mod linear;
+pub mod loader;
+pub mod online;
+pub mod segment;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +19,8 @@ pub struct EvalConfig {
     /// Weighted k-NN between a labelled train and test source; run after training when set
     /// and `enabled`.
     pub knn: Option<KnnConfig>,
+    /// The linear protocol (`dino-stream eval linear`).
+    pub linear: Option<linear::LinearConfig>,
 }
 
 /// `[eval.knn]`: DINO's weighted k-NN protocol.
@@ -43,6 +50,23 @@ pub struct KnnConfig {
     /// Evaluate the untrained network too, for comparison, after `run`.
     #[serde(default = "default_true")]
     pub compare_untrained: bool,
+    /// Online k-NN during training every N steps on the subsets below (0: off). Its time is
+    /// capped at 5% of the training time (evaluations are skipped beyond that).
+    #[serde(default)]
+    pub every_steps: u64,
+    /// Size of the online bank (spread evenly over `train`).
+    #[serde(default = "default_online_bank")]
+    pub online_bank: usize,
+    /// Number of online queries (spread evenly over `test`).
+    #[serde(default = "default_online_queries")]
+    pub online_queries: usize,
+}
+
+fn default_online_bank() -> usize {
+    2000
+}
+fn default_online_queries() -> usize {
+    500
 }
 
 fn default_k() -> usize {
@@ -60,6 +84,9 @@ fn default_true() -> bool {
 
 impl EvalConfig {
     pub fn validate(&self, problems: &mut Problems) {
+        if let Some(lin) = &self.linear {
+            lin.validate(problems);
+        }
         if let Some(knn) = &self.knn {
             knn.train.validate("eval.knn.train", problems);
             knn.test.validate("eval.knn.test", problems);
@@ -68,6 +95,13 @@ impl EvalConfig {
             problems.check(knn.batch_size > 0, "eval.knn.batch_size", || {
                 "must be > 0".into()
             });
+            if knn.every_steps > 0 {
+                problems.check(
+                    knn.online_bank > 0 && knn.online_queries > 0,
+                    "eval.knn.online_bank",
+                    || "online_bank and online_queries must be > 0".into(),
+                );
+            }
             for (key, src) in [("eval.knn.train", &knn.train), ("eval.knn.test", &knn.test)] {
                 problems.check(src.has_known_length(), &format!("{key}.type"), || {
                     format!(

@@ -37,6 +37,20 @@ struct Attention {
 }
 
 impl Attention {
+    /// The attention matrix `softmax(q·kᵀ/√d)`, `[B, heads, N, N]` (DINO's `attn`, returned by
+    /// its `Block.forward(x, return_attention=True)`), for the attention maps.
+    fn weights(&self, x: &Tensor) -> Tensor {
+        let (b, n, c) = x.size3().expect("tokens [B, N, C]");
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([b, n, 3, self.heads, c / self.heads])
+            .permute([2, 0, 3, 1, 4]);
+        let (q, k) = (qkv.get(0), qkv.get(1));
+        let scale = ((c / self.heads) as f64).powf(-0.5);
+        (q.matmul(&k.transpose(-2, -1)) * scale).softmax(-1, Kind::Float)
+    }
+
     fn forward(&self, x: &Tensor) -> Tensor {
         let (b, n, c) = x.size3().expect("tokens [B, N, C]");
         let qkv = self
@@ -215,6 +229,42 @@ impl VisionTransformer {
 
     /// Normalised images `[B, 3, H, W]` → CLS features `[B, embed_dim]`.
     pub fn forward(&self, x: &Tensor, pass: &mut Pass) -> Tensor {
+        let mut t = self.prepare_tokens(x);
+        for blk in &self.blocks {
+            t = blk.forward(&t, pass);
+        }
+        self.norm.forward(&t).select(1, 0)
+    }
+
+    /// DINO's `get_last_selfattention`: the last block's attention matrix
+    /// `[B, heads, 1 + patches, 1 + patches]` (row 0 is the CLS token's attention), in eval mode.
+    pub fn last_selfattention(&self, x: &Tensor) -> Tensor {
+        let mut t = self.prepare_tokens(x);
+        let (last, rest) = self.blocks.split_last().expect("a ViT has blocks");
+        for blk in rest {
+            t = blk.forward(&t, &mut Pass::eval());
+        }
+        last.attn.weights(&last.norm1.forward(&t))
+    }
+
+    /// DINO's `get_intermediate_layers`: the final-normed tokens `[B, 1 + patches, D]` after each
+    /// of the last `n` blocks (oldest first), in eval mode; the linear protocol's input.
+    pub fn intermediate_layers(&self, x: &Tensor, n: usize) -> Vec<Tensor> {
+        let mut t = self.prepare_tokens(x);
+        let depth = self.blocks.len();
+        let mut out = Vec::with_capacity(n);
+        for (i, blk) in self.blocks.iter().enumerate() {
+            t = blk.forward(&t, &mut Pass::eval());
+            if depth - i <= n {
+                out.push(self.norm.forward(&t));
+            }
+        }
+        out
+    }
+
+    /// DINO's `prepare_tokens`: patch embedding, CLS token, position embedding interpolated to
+    /// the image's patch grid, `[B, 1 + patches, D]`.
+    pub fn prepare_tokens(&self, x: &Tensor) -> Tensor {
         let (b, _, h, w) = x.size4().expect("images [B, 3, H, W]");
         let p = self.dims.patch_size;
         let tokens = x
@@ -229,12 +279,8 @@ impl VisionTransformer {
             .flatten(2, -1)
             .transpose(1, 2);
         let cls = self.cls_token.expand([b, -1, -1], false);
-        let mut t = Tensor::cat(&[cls, tokens], 1);
+        let t = Tensor::cat(&[cls, tokens], 1);
         let npatch = t.size()[1] - 1;
-        t = &t + self.interpolate_pos_encoding(npatch, h, w);
-        for blk in &self.blocks {
-            t = blk.forward(&t, pass);
-        }
-        self.norm.forward(&t).select(1, 0)
+        &t + self.interpolate_pos_encoding(npatch, h, w)
     }
 }

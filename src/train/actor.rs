@@ -83,6 +83,9 @@ struct LogLine<'a> {
     teacher_temp: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     monitors: Option<&'a serde_json::Value>,
+    /// Online k-NN accuracy, on the steps where it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    knn_accuracy: Option<f64>,
 }
 
 /// Steps before collapse warnings are raised.
@@ -143,6 +146,9 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         let meta = checkpoint::load_meta(dir)?;
         engine.load_state(checkpoint::load_tensors(dir)?, meta.step)?;
         tracing::info!(checkpoint = %dir.display(), step = meta.step, "resumed");
+    } else if let Some(path) = &cfg.checkpoint.init_from {
+        let what = engine.init_from(path)?;
+        tracing::info!("initialised from {what}");
     }
     let run_dir = cfg.checkpoint.dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(|source| TrainError::Log {
@@ -168,6 +174,10 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
     let (mut interval_images, mut interval_start) = (0u64, Instant::now());
     let (mut total_images, mut first_step_at) = (0u64, None::<Instant>);
     let mut interrupted = false;
+    let mut online = cfg.eval.knn.as_ref().and_then(|k| {
+        crate::eval::online::OnlineKnn::start(k, cfg.augment.global_size, cfg.decode.max_pixels)
+    });
+    let mut train_time = std::time::Duration::ZERO;
     let mut stream_ended = false;
 
     let save = |engine: &Engine, cursor: Cursor, loss: f64| -> Result<PathBuf, TrainError> {
@@ -215,6 +225,13 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         // checkpoints count steps done, so step N here is the state after N steps.
         stats.step += 1;
         let dt = t0.elapsed().as_secs_f64();
+        train_time += t0.elapsed();
+        let knn = online
+            .as_mut()
+            .and_then(|o| o.maybe_run(stats.step, train_time, &|x| engine.teacher_features(x)));
+        if let Some(acc) = knn {
+            m.knn_accuracy.with_label_values(&["online"]).set(acc);
+        }
         cursor = batch.next;
         last_loss = Some(stats.loss);
         interval_images += batch.size as u64;
@@ -229,7 +246,8 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
                     .map_err(log_error)?,
             );
         }
-        write_log(log.as_mut().expect("opened above"), &stats, batch.epoch).map_err(log_error)?;
+        write_log(log.as_mut().expect("opened above"), &stats, batch.epoch, knn)
+            .map_err(log_error)?;
         progress.inc(1);
         // A freshly initialised teacher sits in the one-hot band for its first steps; judge
         // collapse only once the run has had a few steps to move.
@@ -319,7 +337,12 @@ fn record_metrics(m: &Metrics, s: &StepStats, epoch: u64, images: usize, seconds
     }
 }
 
-fn write_log(log: &mut std::fs::File, s: &StepStats, epoch: u64) -> std::io::Result<()> {
+fn write_log(
+    log: &mut std::fs::File,
+    s: &StepStats,
+    epoch: u64,
+    knn_accuracy: Option<f64>,
+) -> std::io::Result<()> {
     let monitors = s.monitors.as_ref().map(|mon| {
         serde_json::json!({
             "teacher_entropy": mon.teacher_entropy,
@@ -338,6 +361,7 @@ fn write_log(log: &mut std::fs::File, s: &StepStats, epoch: u64) -> std::io::Res
         teacher_momentum: s.teacher_momentum,
         teacher_temp: s.teacher_temp,
         monitors: monitors.as_ref(),
+        knn_accuracy,
     };
     let mut text = serde_json::to_string(&line).expect("log line serialises");
     text.push('\n');

@@ -341,6 +341,47 @@ impl Engine {
         });
     }
 
+    /// Continued pretraining: copies imported weights (official DINO `.pth`, timm ViT,
+    /// `dino-stream export` output; see `crate::weights`) into the student, with the file's
+    /// DINO head when every head tensor matches the configured head's shape, and the student
+    /// into the teacher. The architecture in `[model]` must match the file's.
+    pub fn init_from(&mut self, path: &std::path::Path) -> Result<String, EngineError> {
+        use crate::weights;
+        let state = |e: weights::WeightsError| EngineError::State(e.to_string());
+        let tensors = weights::read_file(path).map_err(state)?;
+        let imported = weights::select(path, tensors, weights::Which::Teacher).map_err(state)?;
+        let head_fits = !imported.head.is_empty()
+            && self
+                .student
+                .params
+                .entries()
+                .iter()
+                .filter_map(|e| e.name.strip_prefix("head.").map(|n| (n, &e.tensor)))
+                .all(|(n, t)| imported.head.get(n).is_some_and(|h| h.size() == t.size()));
+        let n = weights::load_into(
+            path,
+            &mut self.student.params,
+            "backbone.",
+            &imported,
+            head_fits.then_some("head."),
+        )
+        .map_err(state)?;
+        self.teacher
+            .params
+            .copy_from(&self.student.params)
+            .map_err(EngineError::State)?;
+        Ok(format!(
+            "{n} tensors from {} ({}{})",
+            path.display(),
+            imported.layout,
+            if head_fits {
+                ", with its DINO head"
+            } else {
+                "; head freshly initialised"
+            }
+        ))
+    }
+
     /// Steps done so far (the index of the next step).
     pub fn global_step(&self) -> u64 {
         self.step
@@ -402,17 +443,14 @@ impl Engine {
     }
 
     /// Teacher backbone CLS features of u8 RGB images `[n, h, w, 3]` (normalised inside),
-    /// as float32 on the CPU, `[n, embed_dim]`.
+    /// as float32 on the CPU, `[n, embed_dim]`. Always computed in fp32, whatever the training
+    /// precision (as DINO's evaluation scripts do).
     pub fn teacher_features(&self, images_nhwc_u8: &Tensor) -> Tensor {
         let x = self.normalize(&images_nhwc_u8.to_device(self.device));
-        tch::no_grad(|| {
-            amp::autocast(self.mode, self.device, || {
-                self.teacher.backbone.forward(&x, &mut Pass::eval())
-            })
-        })
-        .to_kind(Kind::Float)
-        .to_device(Device::Cpu)
-        .contiguous()
+        tch::no_grad(|| self.teacher.backbone.forward(&x, &mut Pass::eval()))
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu)
+            .contiguous()
     }
 
     /// The normalised input groups of a batch on the device: `[globals (2B), locals (L·B)]`
