@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod decode;
+pub mod dist;
 pub mod eval;
 pub mod frame;
 pub mod metrics;

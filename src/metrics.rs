@@ -71,6 +71,7 @@ pub struct Metrics {
     pub collapse_warnings: IntCounter,
     pub knn_accuracy: GaugeVec,
     pub checkpoint_seconds: Counter,
+    pub train_comm_seconds: Counter,
 }
 
 fn name(n: &str) -> String {
@@ -79,7 +80,14 @@ fn name(n: &str) -> String {
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let registry = Registry::new();
+        Metrics::for_rank(0)
+    }
+
+    /// Every metric carries a constant `rank` label (0 alone), so one Prometheus scraping
+    /// `metrics.port + LOCAL_RANK` of every process tells the ranks apart and stragglers show.
+    pub fn for_rank(rank: usize) -> Arc<Self> {
+        let labels = std::collections::HashMap::from([("rank".to_owned(), rank.to_string())]);
+        let registry = Registry::new_custom(None, Some(labels)).expect("a valid constant label");
         macro_rules! reg {
             ($m:expr) => {{
                 let m = $m.expect("metric definition");
@@ -118,6 +126,7 @@ impl Metrics {
             collapse_warnings: reg!(IntCounter::new(name("collapse_warnings_total"), "Monitor intervals flagged as collapsing.")),
             knn_accuracy: reg!(GaugeVec::new(Opts::new(name("knn_accuracy"), "Weighted k-NN top-1 accuracy of teacher features."), &["model"])),
             checkpoint_seconds: reg!(Counter::new(name("checkpoint_seconds_total"), "Seconds spent writing checkpoints.")),
+            train_comm_seconds: reg!(Counter::new(name("train_comm_seconds_total"), "Seconds the trainer spent in collectives across ranks (gradients, loss, centre, checks).")),
             registry,
         };
         Arc::new(m)

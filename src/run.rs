@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use crate::batch::Cursor;
 use crate::checkpoint;
 use crate::config::{LoadedConfig, PipelineConfig};
+use crate::dist::{Dist, Shard};
 use crate::eval::knn;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::Pipeline;
@@ -24,9 +25,19 @@ pub struct RunOptions {
 
 /// The run plan: schedules span `epochs × steps_per_epoch` steps.
 pub fn plan_for(cfg: &PipelineConfig, source: &OpenedSource) -> anyhow::Result<Plan> {
+    plan_for_world(cfg, source, 1)
+}
+
+/// The plan when `world` ranks each take `train.batch_size` samples per step: an epoch has
+/// `samples / (batch_size × world)` steps (the global batch).
+pub fn plan_for_world(
+    cfg: &PipelineConfig,
+    source: &OpenedSource,
+    world: usize,
+) -> anyhow::Result<Plan> {
     let steps_per_epoch = match (cfg.train.steps_per_epoch, source.epoch_len()) {
         (Some(s), _) => s,
-        (None, Some(n)) => n / cfg.train.batch_size as u64,
+        (None, Some(n)) => n / (cfg.train.batch_size * world) as u64,
         (None, None) => bail!("train.steps_per_epoch is required for a source of unknown length"),
     };
     if steps_per_epoch == 0 {
@@ -53,8 +64,14 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
     let cfg = loaded.config;
     configure_torch(&cfg);
     let source = cfg.source.open().context("opening [source]")?;
-    let plan = plan_for(&cfg, &source)?;
     let device = select_device(cfg.train.device);
+    let dist = Arc::new(Dist::from_env(&cfg.dist, device.is_cuda())?);
+    // One GPU per local rank.
+    let device = match device {
+        tch::Device::Cuda(_) => tch::Device::Cuda(dist.local_rank()),
+        d => d,
+    };
+    let plan = plan_for_world(&cfg, &source, dist.world())?;
 
     let (resume_from, start_cursor, start_step) = if opts.resume {
         match checkpoint::latest(&cfg.checkpoint.dir) {
@@ -86,7 +103,7 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         "starting"
     );
 
-    let metrics = Metrics::new();
+    let metrics = Metrics::for_rank(dist.rank());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -94,7 +111,15 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     let stop = Arc::new(AtomicBool::new(false));
-    let addr = runtime.block_on(metrics::serve(&cfg.metrics, metrics.clone()))?;
+    // Each process of a node serves its own port: metrics.port + LOCAL_RANK.
+    let mut metrics_cfg = cfg.metrics.clone();
+    if metrics_cfg.port != 0 {
+        metrics_cfg.port = metrics_cfg
+            .port
+            .checked_add(dist.local_rank() as u16)
+            .context("metrics.port + LOCAL_RANK is over 65535")?;
+    }
+    let addr = runtime.block_on(metrics::serve(&metrics_cfg, metrics.clone()))?;
     if let Some(addr) = addr {
         tracing::info!("metrics on http://{addr}/metrics");
     }
@@ -113,7 +138,27 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         OpenedSource::Indexed(_) => plan.epochs,
         OpenedSource::Stream(_) => u64::MAX,
     };
-    let pipeline = Pipeline::start(&cfg, source, start_cursor, epochs, &metrics, stop.clone());
+    // With several ranks the data stops only after the trainer (which agrees on stopping with
+    // the other ranks), so that no rank runs out of batches while the others step.
+    let pipeline_stop = if dist.is_distributed() {
+        Arc::new(AtomicBool::new(false))
+    } else {
+        stop.clone()
+    };
+    let shard = Shard {
+        rank: dist.rank(),
+        world: dist.world(),
+        per_rank: cfg.train.batch_size,
+    };
+    let pipeline = Pipeline::start_sharded(
+        &cfg,
+        source,
+        start_cursor,
+        epochs,
+        shard,
+        &metrics,
+        pipeline_stop.clone(),
+    );
     let trainer = spawn_trainer(
         TrainerArgs {
             config: cfg.clone(),
@@ -124,7 +169,8 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
             stop_at,
             stop: stop.clone(),
             metrics: metrics.clone(),
-            show_progress: opts.show_progress,
+            show_progress: opts.show_progress && dist.is_main(),
+            dist: dist.clone(),
         },
         pipeline.batches.clone(),
     );
@@ -132,6 +178,7 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the trainer thread panicked"))?;
     stop.store(true, Ordering::SeqCst);
+    pipeline_stop.store(true, Ordering::SeqCst);
     let skipped = pipeline.skips.distinct();
     pipeline.shutdown();
     let outcome = outcome?;
@@ -152,8 +199,19 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
     if let Some(dir) = &outcome.last_checkpoint {
         println!("checkpoint: {}", dir.display());
     }
+    if dist.is_distributed() {
+        println!(
+            "rank {} of {}: communication {:.1}% of the step time ({:.2} s of {:.2} s)",
+            dist.rank(),
+            dist.world(),
+            100.0 * outcome.comm_seconds / outcome.step_seconds.max(1e-9),
+            outcome.comm_seconds,
+            outcome.step_seconds
+        );
+    }
 
-    if let Some(knn_cfg) = &cfg.eval.knn {
+    // k-NN runs on rank 0 alone (the others have the same teacher and nothing to add).
+    if let Some(knn_cfg) = cfg.eval.knn.as_ref().filter(|_| dist.is_main()) {
         if !outcome.interrupted {
             let trained = evaluate_knn(&cfg, &outcome.engine)?;
             metrics

@@ -80,6 +80,32 @@ fn prometheus_scrapes_stage_and_trainer_metrics() {
         loss.is_some_and(|v| v.is_finite() && v > 0.0),
         "loss: {loss:?}"
     );
+    // Every series carries the rank (0 alone), and the per-rank panels answer with all ranks
+    // selected.
+    let rank0 = prometheus_query(prom_port, "dino_stream_train_steps_total{rank=\"0\"}");
+    assert!(rank0.is_some_and(|v| v >= 1.0), "rank label: {rank0:?}");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/dashboards/dino-stream.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        if !title.contains("per rank") {
+            continue;
+        }
+        let expr = panel["targets"][0]["expr"]
+            .as_str()
+            .unwrap()
+            .replace("$rank", ".*");
+        let v = wait_for(Duration::from_secs(30), || {
+            prometheus_query(prom_port, &expr)
+        });
+        assert!(v.is_some_and(f64::is_finite), "{title}: {expr} gave {v:?}");
+    }
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {

@@ -17,6 +17,7 @@ use crate::augment::AugmentConfig;
 use crate::cache::CacheConfig;
 use crate::checkpoint::CheckpointConfig;
 use crate::decode::DecodeConfig;
+use crate::dist::DistConfig;
 use crate::eval::EvalConfig;
 use crate::metrics::MetricsConfig;
 use crate::model::ModelConfig;
@@ -38,6 +39,7 @@ pub struct PipelineConfig {
     pub checkpoint: CheckpointConfig,
     pub eval: EvalConfig,
     pub metrics: MetricsConfig,
+    pub dist: DistConfig,
 }
 
 impl PipelineConfig {
@@ -54,6 +56,7 @@ impl PipelineConfig {
         self.checkpoint.validate(&mut problems);
         self.eval.validate(&mut problems);
         self.metrics.validate(&mut problems);
+        self.dist.validate(&mut problems);
         if self.train.steps_per_epoch.is_none() && !self.source.has_known_length() {
             problems.push(
                 "train.steps_per_epoch",

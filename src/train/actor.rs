@@ -2,6 +2,10 @@
 //! exports metrics, appends the step log and writes checkpoints. It stops at the step budget,
 //! when the stream ends, or when the stop flag is raised (Ctrl-C) — always after a whole step,
 //! followed by a checkpoint. A non-finite loss stops it without writing one.
+//!
+//! With several ranks every rank runs this loop in step; rank 0 alone writes the step log and
+//! checkpoints, and a stop request (Ctrl-C on any rank) is agreed inside the step, so all ranks
+//! stop after the same step and rank 0 writes the one final checkpoint.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,6 +22,7 @@ use super::Plan;
 use crate::batch::{Batch, Cursor};
 use crate::checkpoint::{self, CheckpointError, CheckpointMeta};
 use crate::config::PipelineConfig;
+use crate::dist::Dist;
 use crate::metrics::Metrics;
 use crate::pipeline::Rx;
 
@@ -48,6 +53,8 @@ pub struct TrainerArgs {
     pub stop: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     pub show_progress: bool,
+    /// The process group (`Dist::single()` alone).
+    pub dist: Arc<Dist>,
 }
 
 pub struct TrainOutcome {
@@ -56,9 +63,12 @@ pub struct TrainOutcome {
     pub end_step: u64,
     pub last_loss: Option<f64>,
     pub last_checkpoint: Option<PathBuf>,
-    /// Images per second over the whole run (excluding start-up).
+    /// Images per second over the whole run (excluding start-up), all ranks together.
     pub images_per_second: f64,
     pub interrupted: bool,
+    /// Seconds in steps, and in collectives within them (0 alone).
+    pub step_seconds: f64,
+    pub comm_seconds: f64,
 }
 
 /// One line of `train_log.jsonl` in the run directory.
@@ -96,20 +106,28 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         engine.load_state(checkpoint::load_tensors(dir)?, meta.step)?;
         tracing::info!(checkpoint = %dir.display(), step = meta.step, "resumed");
     }
+    let dist = args.dist.clone();
+    engine.attach_dist(dist.clone(), &cfg.dist)?;
+    let writer = dist.is_main();
     let run_dir = cfg.checkpoint.dir.clone();
-    std::fs::create_dir_all(&run_dir).map_err(|source| TrainError::Log {
-        path: run_dir.clone(),
-        source,
-    })?;
     let log_path = run_dir.join("train_log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|source| TrainError::Log {
-            path: log_path.clone(),
+    let mut log = if writer {
+        std::fs::create_dir_all(&run_dir).map_err(|source| TrainError::Log {
+            path: run_dir.clone(),
             source,
         })?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| TrainError::Log {
+                path: log_path.clone(),
+                source,
+            })?;
+        Some(file)
+    } else {
+        None
+    };
 
     let start_step = engine.global_step();
     let progress = progress_bar(args.show_progress, args.stop_at.saturating_sub(start_step));
@@ -121,6 +139,7 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
     let (mut interval_images, mut interval_start) = (0u64, Instant::now());
     let (mut total_images, mut first_step_at) = (0u64, None::<Instant>);
     let mut interrupted = false;
+    let (mut step_seconds, mut comm_seconds) = (0.0f64, 0.0f64);
 
     let save = |engine: &Engine, cursor: Cursor, loss: f64| -> Result<PathBuf, TrainError> {
         let t = Instant::now();
@@ -140,12 +159,19 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         m.checkpoint_seconds.inc_by(t.elapsed().as_secs_f64());
         Ok(dir)
     };
+    // Only rank 0 writes; the others know where it wrote.
+    let save =
+        |engine: &Engine, cursor: Cursor, loss: f64| -> Result<Option<PathBuf>, TrainError> {
+            writer.then(|| save(engine, cursor, loss)).transpose()
+        };
 
     loop {
         if engine.global_step() >= args.stop_at {
             break;
         }
-        if args.stop.load(Ordering::Relaxed) {
+        // Alone, a stop request ends the run before the next step; with several ranks it is
+        // agreed inside the step (below), so that no rank is left waiting in a collective.
+        if !dist.is_distributed() && args.stop.load(Ordering::Relaxed) {
             interrupted = true;
             break;
         }
@@ -158,21 +184,27 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
             break;
         };
         let t0 = Instant::now();
+        let comm0 = dist.comm_seconds();
         first_step_at.get_or_insert(t0);
-        let mut stats = engine.step(&batch)?;
+        let mut stats = engine.step_or_stop(&batch, args.stop.load(Ordering::Relaxed))?;
         // The engine reports the schedule index of the step it took; logs, cadences and
         // checkpoints count steps done, so step N here is the state after N steps.
         stats.step += 1;
         let dt = t0.elapsed().as_secs_f64();
+        let comm = dist.comm_seconds() - comm0;
+        m.train_comm_seconds.inc_by(comm);
+        (step_seconds, comm_seconds) = (step_seconds + dt, comm_seconds + comm);
         cursor = batch.next;
         last_loss = Some(stats.loss);
         interval_images += batch.size as u64;
-        total_images += batch.size as u64;
+        total_images += (batch.size * dist.world()) as u64;
         record_metrics(m, &stats, batch.epoch, batch.size, dt);
-        write_log(&mut log, &stats, batch.epoch).map_err(|source| TrainError::Log {
-            path: log_path.clone(),
-            source,
-        })?;
+        if let Some(log) = log.as_mut() {
+            write_log(log, &stats, batch.epoch).map_err(|source| TrainError::Log {
+                path: log_path.clone(),
+                source,
+            })?;
+        }
         progress.inc(1);
         // A freshly initialised teacher sits in the one-hot band for its first steps; judge
         // collapse only once the run has had a few steps to move.
@@ -206,16 +238,21 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
             });
         }
         if cfg.checkpoint.every_steps > 0 && stats.step % cfg.checkpoint.every_steps == 0 {
-            last_checkpoint = Some(save(&engine, cursor, stats.loss)?);
+            last_checkpoint = save(&engine, cursor, stats.loss)?;
             saved_step = stats.step;
+        }
+        if stats.stop && dist.is_distributed() {
+            interrupted = true;
+            break;
         }
     }
     progress.finish_and_clear();
     let end_step = engine.global_step();
     if end_step > saved_step || (last_checkpoint.is_none() && args.resume_from.is_none()) {
-        let dir = save(&engine, cursor, last_loss.unwrap_or(f64::NAN))?;
-        tracing::info!(checkpoint = %dir.display(), step = end_step, "checkpoint written");
-        last_checkpoint = Some(dir);
+        if let Some(dir) = save(&engine, cursor, last_loss.unwrap_or(f64::NAN))? {
+            tracing::info!(checkpoint = %dir.display(), step = end_step, "checkpoint written");
+            last_checkpoint = Some(dir);
+        }
     }
     let images_per_second = first_step_at.map_or(0.0, |t| {
         total_images as f64 / t.elapsed().as_secs_f64().max(1e-9)
@@ -228,6 +265,8 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         last_checkpoint,
         images_per_second,
         interrupted,
+        step_seconds,
+        comm_seconds,
     })
 }
 
