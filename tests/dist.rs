@@ -145,7 +145,7 @@ fn two_ranks_match_one_rank_resume_exactly_and_only_rank_0_writes() {
     let l2 = losses(&two.join("run"));
     assert_eq!(l1.len(), 6);
     assert_close(&l2, &l1, "2 ranks x 4 vs 1 rank x 8");
-    // The cursor is global: after 3 steps of 8 samples, position 24 in epoch 0, both ways.
+    // The cursor is global: after 4 steps of 8 samples, position 32 in epoch 0, both ways.
     assert_eq!(cursor_at(&one.join("run"), 4), (0, 32));
     assert_eq!(cursor_at(&two.join("run"), 4), (0, 32));
 
@@ -205,6 +205,42 @@ fn a_killed_rank_makes_the_other_fail_naming_it() {
     eprintln!(
         "rank 0 failed {took:?} after rank 1 was killed:\n{}",
         t.lines().rev().take(3).collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn a_hung_rank_makes_the_other_fail_within_the_timeout_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_pipeline(
+        tmp.path(),
+        ENDLESS_SYNTHETIC,
+        "[dist]\ntimeout_seconds = 5\n",
+    );
+    let mut children = spawn_ranks(tmp.path(), 2, &[], &[]);
+    let run = tmp.path().join("run");
+    let started = wait_for(Duration::from_secs(120), || {
+        (losses(&run).len() >= 2).then_some(())
+    });
+    assert!(started.is_some(), "no steps logged");
+    let pid = children[1].id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let stopped_at = Instant::now();
+    let out = children.remove(0).wait_with_output().unwrap();
+    let took = stopped_at.elapsed();
+    let mut hung = children.pop().unwrap();
+    hung.kill().unwrap();
+    let _ = hung.wait();
+    let t = text(&out);
+    assert!(!out.status.success(), "rank 0 should fail: {t}");
+    // The 5 s timeout, then ~3 s of reading the heartbeats back.
+    assert!(took < Duration::from_secs(5 + 10), "rank 0 took {took:?}");
+    assert!(
+        t.contains("rank 1 stopped beating"),
+        "the error names rank 1: {t}"
     );
 }
 
