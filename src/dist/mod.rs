@@ -411,7 +411,7 @@ pub fn checksum(tensors: impl Iterator<Item = Tensor>) -> Tensor {
             let x = t.to_kind(Kind::Double).reshape([-1]);
             let idx = Tensor::arange(x.numel() as i64, (Kind::Double, x.device())) / 4096.0 + 1.0;
             let s = Tensor::stack(&[x.sum(Kind::Double), (&x * idx).sum(Kind::Double)], 0);
-            out = out + s.to_device(Device::Cpu);
+            out += s.to_device(Device::Cpu);
         }
         out
     })

@@ -139,8 +139,8 @@ fn a_departed_rank_is_named_in_the_error() {
 
 #[test]
 fn checksum_sees_a_changed_value() {
-    let a = vec![Tensor::from_slice(&[1.0f32, 2.0, 3.0])];
-    let b = vec![Tensor::from_slice(&[1.0f32, 3.0, 2.0])];
+    let a = [Tensor::from_slice(&[1.0f32, 2.0, 3.0])];
+    let b = [Tensor::from_slice(&[1.0f32, 3.0, 2.0])];
     let sa = values(&checksum(a.iter().map(|t| t.shallow_clone())));
     let sb = values(&checksum(b.iter().map(|t| t.shallow_clone())));
     assert_eq!(sa[0], sb[0]);
