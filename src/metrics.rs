@@ -79,15 +79,22 @@ fn name(n: &str) -> String {
 }
 
 impl Metrics {
+    /// A single process's metrics: no `rank` label (the dashboard's `rank=~".*"` still
+    /// matches them).
     pub fn new() -> Arc<Self> {
-        Metrics::for_rank(0)
+        Metrics::with_registry(Registry::new())
     }
 
-    /// Every metric carries a constant `rank` label (0 alone), so one Prometheus scraping
-    /// `metrics.port + LOCAL_RANK` of every process tells the ranks apart and stragglers show.
+    /// One rank's metrics: every metric carries a constant `rank` label, so one Prometheus
+    /// scraping `metrics.port + LOCAL_RANK` of every process tells the ranks apart.
     pub fn for_rank(rank: usize) -> Arc<Self> {
         let labels = std::collections::HashMap::from([("rank".to_owned(), rank.to_string())]);
-        let registry = Registry::new_custom(None, Some(labels)).expect("a valid constant label");
+        Metrics::with_registry(
+            Registry::new_custom(None, Some(labels)).expect("a valid constant label"),
+        )
+    }
+
+    fn with_registry(registry: Registry) -> Arc<Self> {
         macro_rules! reg {
             ($m:expr) => {{
                 let m = $m.expect("metric definition");

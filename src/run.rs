@@ -103,7 +103,11 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         "starting"
     );
 
-    let metrics = Metrics::for_rank(dist.rank());
+    let metrics = if dist.is_distributed() {
+        Metrics::for_rank(dist.rank())
+    } else {
+        Metrics::new()
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

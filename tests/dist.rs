@@ -177,23 +177,34 @@ fn two_ranks_match_one_rank_resume_exactly_and_only_rank_0_writes() {
     );
 }
 
-#[test]
-fn a_killed_rank_makes_the_other_fail_naming_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    tiny_pipeline(
-        tmp.path(),
-        ENDLESS_SYNTHETIC,
-        "[dist]\ntimeout_seconds = 20\n",
-    );
-    let mut children = spawn_ranks(tmp.path(), 2, &[], &[]);
-    let run = tmp.path().join("run");
+/// Two ranks of an endless run (`extra` appended to the pipeline), once both have logged two
+/// steps.
+fn two_running_ranks(dir: &Path, extra: &str, args: &[&str]) -> Vec<Child> {
+    tiny_pipeline(dir, ENDLESS_SYNTHETIC, extra);
+    let children = spawn_ranks(dir, 2, args, &[]);
+    let run = dir.join("run");
     let started = wait_for(Duration::from_secs(120), || {
         (losses(&run).len() >= 2).then_some(())
     });
     assert!(started.is_some(), "no steps logged");
-    let victim = children.pop().unwrap();
+    children
+}
+
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn a_killed_rank_makes_the_other_fail_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut children = two_running_ranks(tmp.path(), "[dist]\ntimeout_seconds = 20\n", &[]);
+    let mut victim = children.pop().unwrap();
     let killed_at = Instant::now();
-    let mut victim = victim;
     victim.kill().unwrap();
     let _ = victim.wait();
     let out = children.pop().unwrap().wait_with_output().unwrap();
@@ -211,23 +222,8 @@ fn a_killed_rank_makes_the_other_fail_naming_it() {
 #[test]
 fn a_hung_rank_makes_the_other_fail_within_the_timeout_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
-    tiny_pipeline(
-        tmp.path(),
-        ENDLESS_SYNTHETIC,
-        "[dist]\ntimeout_seconds = 5\n",
-    );
-    let mut children = spawn_ranks(tmp.path(), 2, &[], &[]);
-    let run = tmp.path().join("run");
-    let started = wait_for(Duration::from_secs(120), || {
-        (losses(&run).len() >= 2).then_some(())
-    });
-    assert!(started.is_some(), "no steps logged");
-    let pid = children[1].id().to_string();
-    assert!(Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let mut children = two_running_ranks(tmp.path(), "[dist]\ntimeout_seconds = 5\n", &[]);
+    signal(&children[1], "-STOP");
     let stopped_at = Instant::now();
     let out = children.remove(0).wait_with_output().unwrap();
     let took = stopped_at.elapsed();
@@ -247,19 +243,21 @@ fn a_hung_rank_makes_the_other_fail_within_the_timeout_naming_it() {
 #[test]
 fn ctrl_c_on_one_rank_stops_both_after_the_same_step_with_one_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    tiny_pipeline(tmp.path(), ENDLESS_SYNTHETIC, "");
-    let children = spawn_ranks(tmp.path(), 2, &["--set", "checkpoint.every_steps=0"], &[]);
+    let port = free_port();
+    let metrics_port = format!("metrics.port={port}");
+    let args = ["--set", "checkpoint.every_steps=0", "--set", &metrics_port];
+    let children = two_running_ranks(tmp.path(), "", &args);
+    // Each rank serves metrics.port + LOCAL_RANK, every series labelled with its rank.
+    for r in 0..2u16 {
+        let body = http_get(port + r, "/metrics").expect("a rank's /metrics");
+        let steps = metric_value(
+            &body,
+            &format!("dino_stream_train_steps_total{{rank=\"{r}\"}}"),
+        );
+        assert!(steps.is_some_and(|v| v >= 1.0), "rank {r}: {body}");
+    }
     let run = tmp.path().join("run");
-    let started = wait_for(Duration::from_secs(120), || {
-        (losses(&run).len() >= 2).then_some(())
-    });
-    assert!(started.is_some(), "no steps logged");
-    let pid = children[1].id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    signal(&children[1], "-INT");
     let outs = wait_all(children);
     for (r, o) in outs.iter().enumerate() {
         assert!(o.status.success(), "rank {r}: {}", text(o));

@@ -80,10 +80,8 @@ fn prometheus_scrapes_stage_and_trainer_metrics() {
         loss.is_some_and(|v| v.is_finite() && v > 0.0),
         "loss: {loss:?}"
     );
-    // Every series carries the rank (0 alone), and the per-rank panels answer with all ranks
-    // selected.
-    let rank0 = prometheus_query(prom_port, "dino_stream_train_steps_total{rank=\"0\"}");
-    assert!(rank0.is_some_and(|v| v >= 1.0), "rank label: {rank0:?}");
+    // The per-rank panels answer with all ranks selected (a single process has no `rank`
+    // label, which `rank=~".*"` matches).
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
