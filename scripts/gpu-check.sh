@@ -3,7 +3,11 @@
 # to fit one call of well under 10 minutes. It checks what the CPU suite cannot: the engine on
 # CUDA in fp32, bf16 autocast and fp16 autocast with loss scaling; throughput of the paper's
 # ViT-S/16 step in each; a short real run (pipeline → trainer) in bf16 with a checkpoint and a
-# resume; and that the first losses of fp32, bf16 and fp16 agree on the same data and weights.
+# resume; that the first losses of fp32, bf16 and fp16 agree on the same data and weights; and a
+# world-size-1 torchrun launch through the c10d shim with ProcessGroupNCCL (bf16), whose losses
+# must match the plain bf16 run's (one rank's all-reduce is the identity).
+# The binary must have been built with NCCL: `make gpu-bin` on a machine whose venv has the
+# nvidia-cuda-crt/-cccl header wheels (requirements.txt); build.rs warns when it builds without.
 #
 # Here (the build machine):   make gpu-bin        # .gpu/dino-stream: no FFmpeg, stripped
 # There (carry [".gpu"]):     bash scripts/gpu-check.sh
@@ -76,6 +80,13 @@ run --set train.precision=bf16 --resume
 run --set train.precision=fp32 --set "checkpoint.dir=\"$WORK/fp32\"" --max-steps 20
 run --set train.precision=fp16 --set "checkpoint.dir=\"$WORK/fp16\"" --max-steps 20
 
+echo "== 2b. world size 1 through torchrun: c10d's TCPStore + ProcessGroupNCCL, bf16"
+$PY -m torch.distributed.run --nproc_per_node=1 --master_addr=127.0.0.1 --master_port=29517 \
+    --no-python "$BIN" run "$WORK/smoke.toml" --no-progress "${SETS[@]}" \
+    --set train.precision=bf16 --set "checkpoint.dir=\"$WORK/nccl\"" --max-steps 20 \
+    2>&1 | tee "$WORK/nccl.log"
+grep -q "joined the process group" "$WORK/nccl.log"
+
 echo "== 3. losses: finite, resumed at the checkpoint, and fp32/bf16/fp16 agree on the first steps"
 $PY - "$WORK" <<'EOF'
 import json, math, sys
@@ -83,7 +94,7 @@ root = sys.argv[1]
 def losses(name):
     rows = [json.loads(l) for l in open(f"{root}/{name}/train_log.jsonl")]
     return {r["step"]: r["loss"] for r in rows}
-runs = {p: losses(p) for p in ("fp32", "bf16", "fp16")}
+runs = {p: losses(p) for p in ("fp32", "bf16", "fp16", "nccl")}
 bad = [(p, s) for p, ls in runs.items() for s, v in ls.items() if not math.isfinite(v)]
 assert not bad, f"non-finite losses: {bad}"
 b = runs["bf16"]
@@ -96,5 +107,12 @@ for s in (1, 2, 5, 10, 20):
 f32, bf, f16 = runs["fp32"][1], b[1], runs["fp16"][1]
 # Same weights and batch at step 1: reduced precision moves the loss by rounding only.
 assert abs(bf - f32) / f32 < 0.01 and abs(f16 - f32) / f32 < 0.01, "step-1 losses disagree by over 1%"
+n = runs["nccl"]
+assert sorted(n) == list(range(1, 21)), f"NCCL run steps: {sorted(n)}"
+worst = max(abs(n[s] - b[s]) / abs(b[s]) for s in n)
+print(f"world size 1 over NCCL vs plain bf16, 20 steps: largest relative loss difference {worst:.2e}")
+# Same weights, data and precision; the one-rank all-reduce is the identity: only cuDNN/cuBLAS
+# nondeterminism separates them.
+assert worst < 1e-2, "the NCCL run's losses drift from the plain run's"
 print("gpu-check: all checks passed")
 EOF

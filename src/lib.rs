@@ -13,6 +13,7 @@ pub mod commands;
 pub mod commands_eval;
 pub mod config;
 pub mod decode;
+pub mod dist;
 pub mod eval;
 pub mod exit;
 pub mod failpoint;

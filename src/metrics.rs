@@ -96,6 +96,7 @@ pub struct Metrics {
     pub collapse_warnings: IntCounter,
     pub knn_accuracy: GaugeVec,
     pub checkpoint_seconds: Counter,
+    pub train_comm_seconds: Counter,
 }
 
 fn name(n: &str) -> String {
@@ -103,8 +104,22 @@ fn name(n: &str) -> String {
 }
 
 impl Metrics {
+    /// A single process's metrics: no `rank` label (the dashboard's `rank=~".*"` still
+    /// matches them).
     pub fn new() -> Arc<Self> {
-        let registry = Registry::new();
+        Metrics::with_registry(Registry::new())
+    }
+
+    /// One rank's metrics: every metric carries a constant `rank` label, so one Prometheus
+    /// scraping `metrics.port + LOCAL_RANK` of every process tells the ranks apart.
+    pub fn for_rank(rank: usize) -> Arc<Self> {
+        let labels = std::collections::HashMap::from([("rank".to_owned(), rank.to_string())]);
+        Metrics::with_registry(
+            Registry::new_custom(None, Some(labels)).expect("a valid constant label"),
+        )
+    }
+
+    fn with_registry(registry: Registry) -> Arc<Self> {
         macro_rules! reg {
             ($m:expr) => {{
                 let m = $m.expect("metric definition");
@@ -143,6 +158,7 @@ impl Metrics {
             collapse_warnings: reg!(IntCounter::new(name("collapse_warnings_total"), "Monitor intervals flagged as collapsing.")),
             knn_accuracy: reg!(GaugeVec::new(Opts::new(name("knn_accuracy"), "Weighted k-NN top-1 accuracy of teacher features."), &["model"])),
             checkpoint_seconds: reg!(Counter::new(name("checkpoint_seconds_total"), "Seconds spent writing checkpoints.")),
+            train_comm_seconds: reg!(Counter::new(name("train_comm_seconds_total"), "Seconds the trainer spent in collectives across ranks (gradients, loss, centre, checks).")),
             registry,
         };
         Arc::new(m)

@@ -9,8 +9,8 @@ use crate::source::OpenedSource;
 use crate::train::config::{DeviceChoice, Precision, TrainConfig};
 
 /// The libtorch device for `train.device` and `train.precision`, or the problems with them:
-/// `cuda` without a GPU, and reduced precision where only fp32 runs (tch 0.24 exposes
-/// libtorch's CUDA autocast only, so on the CPU bf16/fp16 would silently be fp32).
+/// `cuda` without a GPU, and reduced precision the CPU cannot run: fp16 (no fp16 matrix units
+/// there), and bf16 on a CPU without AVX512-BF16 or AMX (`amp::cpu_bf16_units`).
 pub fn device(train: &TrainConfig) -> Result<Device, Problems> {
     let mut problems = Problems::new();
     let device = match train.device {
@@ -28,20 +28,20 @@ pub fn device(train: &TrainConfig) -> Result<Device, Problems> {
         }
     };
     if device == Device::Cpu {
-        let name = match train.precision {
-            Precision::Bf16 => Some("bf16"),
-            Precision::Fp16 => Some("fp16"),
-            Precision::Auto | Precision::Fp32 => None,
-        };
-        if let Some(name) = name {
-            problems.push(
+        match train.precision {
+            Precision::Fp16 => problems.push(
                 "train.precision",
-                format!(
-                    "\"{name}\" needs a CUDA device, and this run is on the CPU, which trains in \
-                     fp32 only: set train.precision = \"fp32\" (or \"auto\": {name} on CUDA, fp32 on \
-                     the CPU)"
-                ),
-            );
+                "\"fp16\" needs a CUDA device, and this run is on the CPU, which has no fp16 \
+                 matrix units: set train.precision = \"fp32\" (or \"auto\": bf16 on CUDA, fp32 on \
+                 the CPU)",
+            ),
+            Precision::Bf16 if !crate::train::amp::cpu_bf16_units() => problems.push(
+                "train.precision",
+                "\"bf16\" on the CPU needs bf16 matrix instructions (AVX512-BF16 or AMX), which \
+                 this CPU lacks: set train.precision = \"fp32\" (or \"auto\": bf16 on CUDA, fp32 \
+                 on the CPU)",
+            ),
+            Precision::Bf16 | Precision::Auto | Precision::Fp32 => {}
         }
     }
     if problems.is_empty() {

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use crate::batch::Cursor;
 use crate::checkpoint;
 use crate::config::{LoadedConfig, PipelineConfig};
+use crate::dist::{Dist, Shard};
 use crate::eval::knn;
 use crate::exit::EarlyEnd;
 use crate::metrics::{self, Metrics};
@@ -32,9 +33,19 @@ pub struct RunOptions {
 
 /// The run plan: schedules span `epochs × steps_per_epoch` steps.
 pub fn plan_for(cfg: &PipelineConfig, source: &OpenedSource) -> anyhow::Result<Plan> {
+    plan_for_world(cfg, source, 1)
+}
+
+/// The plan when `world` ranks each take `train.batch_size` samples per step: an epoch has
+/// `samples / (batch_size × world)` steps (the global batch).
+pub fn plan_for_world(
+    cfg: &PipelineConfig,
+    source: &OpenedSource,
+    world: usize,
+) -> anyhow::Result<Plan> {
     let steps_per_epoch = match (cfg.train.steps_per_epoch, source.epoch_len()) {
         (Some(s), _) => s,
-        (None, Some(n)) => n / cfg.train.batch_size as u64,
+        (None, Some(n)) => n / (cfg.train.batch_size * world) as u64,
         (None, None) => bail!("train.steps_per_epoch is required for a source of unknown length"),
     };
     if steps_per_epoch == 0 {
@@ -75,7 +86,17 @@ pub fn configure_torch(cfg: &PipelineConfig) {
 
 pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
     let mut cfg = loaded.config;
-    let run_lock = claim_run_dir(&cfg.checkpoint.dir, &opts)?;
+    let dist = Arc::new(Dist::from_env(
+        &cfg.dist,
+        select_device(cfg.train.device).is_cuda(),
+    )?);
+    // Rank 0 alone owns the run directory (it alone writes checkpoints and the step log);
+    // the other ranks only read the checkpoint they resume from.
+    let run_lock = if dist.is_main() {
+        Some(claim_run_dir(&cfg.checkpoint.dir, &opts)?)
+    } else {
+        None
+    };
     // On resume the checkpoint's own configuration decides the model and the plan.
     let resume_from = if opts.resume {
         match resume_point(&cfg.checkpoint.dir)? {
@@ -112,16 +133,20 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
     let source = match cfg.source.open().context("opening [source]") {
         Ok(source) => source,
         Err(e) => {
-            run_lock.release_if_untouched();
+            release_if_untouched(run_lock);
             return Err(e);
         }
     };
     if let Err(e) = crate::preflight::check(&cfg, Some(&source), true) {
-        run_lock.release_if_untouched();
+        release_if_untouched(run_lock);
         return Err(e.into());
     }
-    let mut plan = plan_for(&cfg, &source)?;
-    let device = select_device(cfg.train.device);
+    let mut plan = plan_for_world(&cfg, &source, dist.world())?;
+    // One GPU per local rank.
+    let device = match select_device(cfg.train.device) {
+        tch::Device::Cuda(_) => tch::Device::Cuda(dist.local_rank()),
+        d => d,
+    };
 
     let (resume_from, start_cursor, start_step) = match resume_from {
         Some((dir, meta)) => {
@@ -158,7 +183,11 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         cfg.checkpoint.dir.display()
     );
 
-    let metrics = Metrics::new();
+    let metrics = if dist.is_distributed() {
+        Metrics::for_rank(dist.rank())
+    } else {
+        Metrics::new()
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -166,7 +195,15 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     let stop = Arc::new(AtomicBool::new(false));
-    let addr = runtime.block_on(metrics::serve(&cfg.metrics, metrics.clone()))?;
+    // Each process of a node serves its own port: metrics.port + LOCAL_RANK.
+    let mut metrics_cfg = cfg.metrics.clone();
+    if metrics_cfg.port != 0 {
+        metrics_cfg.port = metrics_cfg
+            .port
+            .checked_add(dist.local_rank() as u16)
+            .context("metrics.port + LOCAL_RANK is over 65535")?;
+    }
+    let addr = runtime.block_on(metrics::serve(&metrics_cfg, metrics.clone()))?;
     if let Some(addr) = addr {
         tracing::info!("metrics on http://{addr}/metrics");
     }
@@ -177,7 +214,27 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         OpenedSource::Indexed(_) => plan.epochs,
         OpenedSource::Stream(_) => u64::MAX,
     };
-    let pipeline = Pipeline::start(&cfg, source, start_cursor, epochs, &metrics, stop.clone());
+    // With several ranks the data stops only after the trainer (which agrees on stopping with
+    // the other ranks), so that no rank runs out of batches while the others step.
+    let pipeline_stop = if dist.is_distributed() {
+        Arc::new(AtomicBool::new(false))
+    } else {
+        stop.clone()
+    };
+    let shard = Shard {
+        rank: dist.rank(),
+        world: dist.world(),
+        per_rank: cfg.train.batch_size,
+    };
+    let pipeline = Pipeline::start_sharded(
+        &cfg,
+        source,
+        start_cursor,
+        epochs,
+        shard,
+        &metrics,
+        pipeline_stop.clone(),
+    );
     let trainer = spawn_trainer(
         TrainerArgs {
             config: cfg.clone(),
@@ -188,7 +245,8 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
             stop_at,
             stop: stop.clone(),
             metrics: metrics.clone(),
-            show_progress: opts.show_progress,
+            show_progress: opts.show_progress && dist.is_main(),
+            dist: dist.clone(),
         },
         pipeline.batches.clone(),
     );
@@ -196,6 +254,7 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the trainer thread panicked"))?;
     stop.store(true, Ordering::SeqCst);
+    pipeline_stop.store(true, Ordering::SeqCst);
     let skipped = pipeline.skips.distinct();
     let actor_failure = pipeline.failure();
     pipeline.shutdown();
@@ -214,7 +273,7 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         bail!("{f}; stopped after step {} ({saved})", outcome.end_step);
     }
     if outcome.stream_ended && outcome.end_step == outcome.start_step {
-        run_lock.release_if_untouched();
+        release_if_untouched(run_lock);
         bail!(
             "no usable sample: the data stream ended before step {} ({skipped} unreadable samples skipped); nothing was written",
             outcome.start_step + 1
@@ -237,8 +296,19 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
     if let Some(dir) = &outcome.last_checkpoint {
         println!("checkpoint: {}", dir.display());
     }
+    if dist.is_distributed() {
+        println!(
+            "rank {} of {}: communication {:.1}% of the step time ({:.2} s of {:.2} s)",
+            dist.rank(),
+            dist.world(),
+            100.0 * outcome.comm_seconds / outcome.step_seconds.max(1e-9),
+            outcome.comm_seconds,
+            outcome.step_seconds
+        );
+    }
 
-    if let Some(knn_cfg) = cfg.eval.knn.as_ref().filter(|k| k.enabled) {
+    // k-NN runs on rank 0 alone (the others have the same teacher and nothing to add).
+    if let Some(knn_cfg) = cfg.eval.knn.as_ref().filter(|k| k.enabled && dist.is_main()) {
         if !outcome.interrupted {
             let trained = evaluate_knn(&cfg, &outcome.engine)?;
             metrics
@@ -284,7 +354,11 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
     drop(run_lock);
     if outcome.interrupted {
         return Err(EarlyEnd::Interrupted {
-            signal: signal.get().copied().unwrap_or("a signal"),
+            signal: signal.get().copied().unwrap_or(if dist.is_distributed() {
+                "a signal on another rank"
+            } else {
+                "a signal"
+            }),
             step: outcome.end_step,
         }
         .into());
@@ -301,6 +375,13 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
 
 /// Locks the run directory and makes sure a fresh run does not mix with an old one (refused,
 /// or moved aside with `--restart`); removes temporary directories of killed saves.
+/// Gives the run directory back when this process created it and wrote nothing (rank 0).
+fn release_if_untouched(lock: Option<DirLock>) {
+    if let Some(lock) = lock {
+        lock.release_if_untouched();
+    }
+}
+
 fn claim_run_dir(dir: &Path, opts: &RunOptions) -> anyhow::Result<DirLock> {
     let lock = DirLock::acquire(dir)?;
     if !opts.resume {

@@ -272,14 +272,14 @@ fn device_and_precision_are_checked_before_anything_starts() {
             "run",
             s(&p),
             "--set",
-            "train.precision=bf16",
+            "train.precision=fp16",
             "--no-progress",
         ],
     );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(
-        t.contains("train.precision: \"bf16\" needs a CUDA device"),
+        t.contains("train.precision: \"fp16\" needs a CUDA device"),
         "{t}"
     );
     assert!(!dir.path().join("run").exists());

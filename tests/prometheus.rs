@@ -97,6 +97,30 @@ fn prometheus_scrapes_stage_and_trainer_metrics() {
         logged.lines().any(|l| l.contains("\"knn_accuracy\"")),
         "no knn_accuracy in train_log.jsonl"
     );
+    // The per-rank panels answer with all ranks selected (a single process has no `rank`
+    // label, which `rank=~".*"` matches).
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/dashboards/dino-stream.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        if !title.contains("per rank") {
+            continue;
+        }
+        let expr = panel["targets"][0]["expr"]
+            .as_str()
+            .unwrap()
+            .replace("$rank", ".*");
+        let v = wait_for(Duration::from_secs(30), || {
+            prometheus_query(prom_port, &expr)
+        });
+        assert!(v.is_some_and(f64::is_finite), "{title}: {expr} gave {v:?}");
+    }
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {

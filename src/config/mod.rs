@@ -19,6 +19,7 @@ use crate::augment::AugmentConfig;
 use crate::cache::CacheConfig;
 use crate::checkpoint::CheckpointConfig;
 use crate::decode::DecodeConfig;
+use crate::dist::DistConfig;
 use crate::eval::EvalConfig;
 use crate::metrics::MetricsConfig;
 use crate::model::ModelConfig;
@@ -40,6 +41,7 @@ pub struct PipelineConfig {
     pub checkpoint: CheckpointConfig,
     pub eval: EvalConfig,
     pub metrics: MetricsConfig,
+    pub dist: DistConfig,
 }
 
 impl PipelineConfig {
@@ -56,6 +58,7 @@ impl PipelineConfig {
         self.checkpoint.validate(&mut problems);
         self.eval.validate(&mut problems);
         self.metrics.validate(&mut problems);
+        self.dist.validate(&mut problems);
         limits::check(self, &mut problems);
         if self.train.steps_per_epoch.is_none() && !self.source.has_known_length() {
             problems.push(

@@ -107,10 +107,13 @@ impl Batcher {
                     f.samples.push(crops);
                     f.labels.push(meta.label);
                 }
-                if f.samples.len() == self.batch_size {
+                let closes = f.samples.len() == self.batch_size
+                    || (meta.ends_batch && !f.samples.is_empty());
+                if closes {
+                    let size = f.samples.len();
                     let (global, local) = self.collate(f.samples);
                     let batch = Batch {
-                        size: self.batch_size,
+                        size,
                         global_size: self.global_size,
                         local_size: self.local_size,
                         local_crops: self.local_crops,
@@ -120,7 +123,7 @@ impl Batcher {
                         epoch: meta.epoch,
                         next: Cursor {
                             epoch: meta.epoch,
-                            position: meta.position + 1,
+                            position: meta.next,
                         },
                     };
                     if output.send(batch).is_err() {

@@ -33,6 +33,7 @@ use crate::config::{PipelineConfig, Problems};
 use crate::decode::{
     decode_image, decode_reduced, DecodeConfig, DecodeError, Reduction, ScaledDecode,
 };
+use crate::dist::Shard;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::source::{OpenedSource, Payload};
@@ -94,6 +95,12 @@ pub struct SampleMeta {
     /// The sample's id in its source: the augmentation RNG key.
     pub id: u64,
     pub label: Option<u32>,
+    /// The cursor position once the batch holding this sample is done (`position + 1` alone;
+    /// the end of the global block with several ranks, see `dist::Shard`).
+    pub next: u64,
+    /// The last sample of this rank's part of a global block: the batcher closes the batch
+    /// here even if an unreadable sample left it short, so ranks stay in step.
+    pub ends_batch: bool,
 }
 
 /// Source → decode. `payload` is `None` when the source could not read the sample (already
@@ -268,6 +275,20 @@ impl Pipeline {
         metrics: &Arc<Metrics>,
         stop: Arc<AtomicBool>,
     ) -> Pipeline {
+        let shard = Shard::single(cfg.train.batch_size);
+        Pipeline::start_sharded(cfg, source, start, epochs, shard, metrics, stop)
+    }
+
+    /// `start` for one rank of several: it reads `shard`'s part of every global batch.
+    pub fn start_sharded(
+        cfg: &PipelineConfig,
+        source: OpenedSource,
+        start: Cursor,
+        epochs: u64,
+        shard: Shard,
+        metrics: &Arc<Metrics>,
+        stop: Arc<AtomicBool>,
+    ) -> Pipeline {
         let skips = SkipLog::new(metrics.clone());
         let supervisor = Supervisor::new(stop.clone());
         let seed = cfg.train.seed;
@@ -294,6 +315,7 @@ impl Pipeline {
             seed,
             start,
             epochs,
+            shard,
             src_tx,
             gate.clone(),
             skips.clone(),

@@ -11,6 +11,7 @@ use super::skips::SkipLog;
 use super::supervise::Supervisor;
 use super::{SampleMeta, Sourced};
 use crate::batch::Cursor;
+use crate::dist::{Shard, Slot};
 use crate::metrics::Metrics;
 use crate::source::{epoch_order, OpenedSource, PassEnd, Payload};
 
@@ -20,6 +21,7 @@ pub fn spawn(
     seed: u64,
     start: Cursor,
     epochs: u64,
+    shard: Shard,
     out: Tx<Sourced>,
     gate: Arc<ReorderGate>,
     skips: Arc<SkipLog>,
@@ -32,12 +34,13 @@ pub fn spawn(
         .spawn(move || supervisor.clone().guard("source", move || {
             let items = metrics.stage_items.with_label_values(&["source"]);
             let mut seq = 0u64;
-            let mut send = |meta_epoch: u64, position: u64, id: u64, label, origin: String, payload: Option<Payload>| -> bool {
+            let mut send = |meta_epoch: u64, slot: Slot, id: u64, label, origin: String, payload: Option<Payload>| -> bool {
                 if stop.load(Ordering::Relaxed) || !gate.admit(seq, &stop) {
                     return false;
                 }
                 crate::failpoint::check("source", seq);
-                let meta = SampleMeta { seq, epoch: meta_epoch, position, id, label };
+                let Slot { position, next, ends_batch } = slot;
+                let meta = SampleMeta { seq, epoch: meta_epoch, position, id, label, next, ends_batch };
                 seq += 1;
                 items.inc();
                 out.send(Sourced { meta, origin, payload }).is_ok()
@@ -47,8 +50,8 @@ pub fn spawn(
                     for epoch in start.epoch..epochs {
                         let order = epoch_order(seed, epoch, src.len());
                         let from = if epoch == start.epoch { start.position } else { 0 };
-                        for position in from..src.len() {
-                            let id = order[position as usize];
+                        for slot in shard.slots(from, src.len()) {
+                            let id = order[slot.position as usize];
                             let (origin, payload) = match src.read(id) {
                                 Ok(p @ Payload::Encoded(_)) => (src.describe(id), Some(p)),
                                 Ok(p) => (String::new(), Some(p)),
@@ -57,7 +60,7 @@ pub fn spawn(
                                     (String::new(), None)
                                 }
                             };
-                            if !send(epoch, position, id, src.label(id), origin, payload) {
+                            if !send(epoch, slot, id, src.label(id), origin, payload) {
                                 return;
                             }
                         }
@@ -69,7 +72,8 @@ pub fn spawn(
                         let mut emitted = 0u64;
                         let mut emit = |position: u64, frame| {
                             emitted += 1;
-                            send(epoch, position, position, None, String::new(), Some(Payload::Decoded(frame)))
+                            let slot = Slot { position, next: position + 1, ends_batch: false };
+                            send(epoch, slot, position, None, String::new(), Some(Payload::Decoded(frame)))
                         };
                         let mut skip = |what: &str, why: &str| skips.skip("source", what, why);
                         if src.run_pass(from, &mut emit, &mut skip) == PassEnd::Stopped {

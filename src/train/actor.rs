@@ -5,6 +5,10 @@
 //! writing one, and so does a stream that ends before this run took a single step (nothing
 //! changed, and a run with no usable sample must leave nothing behind). A panic inside the
 //! trainer becomes [`TrainError::Panicked`]; its state may be half-updated, so it is not saved.
+//!
+//! With several ranks every rank runs this loop in step; rank 0 alone writes the step log and
+//! checkpoints, and a stop request (a signal on any rank) is agreed inside the step, so all ranks
+//! stop after the same step and rank 0 writes the one final checkpoint.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,6 +25,7 @@ use super::Plan;
 use crate::batch::{Batch, Cursor};
 use crate::checkpoint::{self, CheckpointError, CheckpointMeta};
 use crate::config::PipelineConfig;
+use crate::dist::Dist;
 use crate::metrics::Metrics;
 use crate::pipeline::Rx;
 
@@ -56,6 +61,8 @@ pub struct TrainerArgs {
     pub stop: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     pub show_progress: bool,
+    /// The process group (`Dist::single()` alone).
+    pub dist: Arc<Dist>,
 }
 
 pub struct TrainOutcome {
@@ -64,11 +71,14 @@ pub struct TrainOutcome {
     pub end_step: u64,
     pub last_loss: Option<f64>,
     pub last_checkpoint: Option<PathBuf>,
-    /// Images per second over the whole run (excluding start-up).
+    /// Images per second over the whole run (excluding start-up), all ranks together.
     pub images_per_second: f64,
     pub interrupted: bool,
     /// The data stream ended before `stop_at` (and no stop was asked for).
     pub stream_ended: bool,
+    /// Seconds in steps, and in collectives within them (0 alone).
+    pub step_seconds: f64,
+    pub comm_seconds: f64,
 }
 
 /// One line of `train_log.jsonl` in the run directory.
@@ -150,18 +160,23 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         let what = engine.init_from(path)?;
         tracing::info!("initialised from {what}");
     }
+    let dist = args.dist.clone();
+    engine.attach_dist(dist.clone(), &cfg.dist)?;
+    let writer = dist.is_main();
     let run_dir = cfg.checkpoint.dir.clone();
-    std::fs::create_dir_all(&run_dir).map_err(|source| TrainError::Log {
-        path: run_dir.clone(),
-        source,
-    })?;
     let log_path = run_dir.join(LOG_FILE);
     let log_error = |source: std::io::Error| TrainError::Log {
         path: log_path.clone(),
         source,
     };
-    trim_log(&log_path, engine.global_step()).map_err(log_error)?;
-    // Opened at the first step: a run that never steps leaves no log behind.
+    if writer {
+        std::fs::create_dir_all(&run_dir).map_err(|source| TrainError::Log {
+            path: run_dir.clone(),
+            source,
+        })?;
+        trim_log(&log_path, engine.global_step()).map_err(log_error)?;
+    }
+    // Opened at the first step (by rank 0 alone): a run that never steps leaves no log behind.
     let mut log: Option<std::fs::File> = None;
 
     let start_step = engine.global_step();
@@ -174,11 +189,13 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
     let (mut interval_images, mut interval_start) = (0u64, Instant::now());
     let (mut total_images, mut first_step_at) = (0u64, None::<Instant>);
     let mut interrupted = false;
-    let mut online = cfg.eval.knn.as_ref().and_then(|k| {
+    // Online k-NN on rank 0 alone: the teacher is the same on every rank.
+    let mut online = cfg.eval.knn.as_ref().filter(|_| writer).and_then(|k| {
         crate::eval::online::OnlineKnn::start(k, cfg.augment.global_size, cfg.decode.max_pixels)
     });
     let mut train_time = std::time::Duration::ZERO;
     let mut stream_ended = false;
+    let (mut step_seconds, mut comm_seconds) = (0.0f64, 0.0f64);
 
     let save = |engine: &Engine, cursor: Cursor, loss: f64| -> Result<PathBuf, TrainError> {
         let t = Instant::now();
@@ -199,12 +216,19 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         m.checkpoint_seconds.inc_by(t.elapsed().as_secs_f64());
         Ok(dir)
     };
+    // Only rank 0 writes; the others know where it wrote.
+    let save =
+        |engine: &Engine, cursor: Cursor, loss: f64| -> Result<Option<PathBuf>, TrainError> {
+            writer.then(|| save(engine, cursor, loss)).transpose()
+        };
 
     loop {
         if engine.global_step() >= args.stop_at {
             break;
         }
-        if args.stop.load(Ordering::Relaxed) {
+        // Alone, a stop request ends the run before the next step; with several ranks it is
+        // agreed inside the step (below), so that no rank is left waiting in a collective.
+        if !dist.is_distributed() && args.stop.load(Ordering::Relaxed) {
             interrupted = true;
             break;
         }
@@ -219,8 +243,9 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         };
         crate::failpoint::check("trainer", engine.global_step());
         let t0 = Instant::now();
+        let comm0 = dist.comm_seconds();
         first_step_at.get_or_insert(t0);
-        let mut stats = engine.step(&batch)?;
+        let mut stats = engine.step_or_stop(&batch, args.stop.load(Ordering::Relaxed))?;
         // The engine reports the schedule index of the step it took; logs, cadences and
         // checkpoints count steps done, so step N here is the state after N steps.
         stats.step += 1;
@@ -232,22 +257,27 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         if let Some(acc) = knn {
             m.knn_accuracy.with_label_values(&["online"]).set(acc);
         }
+        let comm = dist.comm_seconds() - comm0;
+        m.train_comm_seconds.inc_by(comm);
+        (step_seconds, comm_seconds) = (step_seconds + dt, comm_seconds + comm);
         cursor = batch.next;
         last_loss = Some(stats.loss);
         interval_images += batch.size as u64;
-        total_images += batch.size as u64;
+        total_images += (batch.size * dist.world()) as u64;
         record_metrics(m, &stats, batch.epoch, batch.size, dt);
-        if log.is_none() {
-            log = Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log_path)
-                    .map_err(log_error)?,
-            );
+        if writer {
+            if log.is_none() {
+                log = Some(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&log_path)
+                        .map_err(log_error)?,
+                );
+            }
+            write_log(log.as_mut().expect("opened above"), &stats, batch.epoch, knn)
+                .map_err(log_error)?;
         }
-        write_log(log.as_mut().expect("opened above"), &stats, batch.epoch, knn)
-            .map_err(log_error)?;
         progress.inc(1);
         // A freshly initialised teacher sits in the one-hot band for its first steps; judge
         // collapse only once the run has had a few steps to move.
@@ -281,8 +311,12 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
             });
         }
         if cfg.checkpoint.every_steps > 0 && stats.step % cfg.checkpoint.every_steps == 0 {
-            last_checkpoint = Some(save(&engine, cursor, stats.loss)?);
+            last_checkpoint = save(&engine, cursor, stats.loss)?;
             saved_step = stats.step;
+        }
+        if stats.stop && dist.is_distributed() {
+            interrupted = true;
+            break;
         }
     }
     progress.finish_and_clear();
@@ -293,9 +327,10 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
     let fresh_without_checkpoint = last_checkpoint.is_none() && args.resume_from.is_none();
     let nothing_usable = stream_ended && end_step == start_step;
     if end_step > saved_step || (fresh_without_checkpoint && !nothing_usable) {
-        let dir = save(&engine, cursor, last_loss.unwrap_or(f64::NAN))?;
-        tracing::info!(checkpoint = %dir.display(), step = end_step, "checkpoint written");
-        last_checkpoint = Some(dir);
+        if let Some(dir) = save(&engine, cursor, last_loss.unwrap_or(f64::NAN))? {
+            tracing::info!(checkpoint = %dir.display(), step = end_step, "checkpoint written");
+            last_checkpoint = Some(dir);
+        }
     }
     let images_per_second = first_step_at.map_or(0.0, |t| {
         total_images as f64 / t.elapsed().as_secs_f64().max(1e-9)
@@ -309,6 +344,8 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
         images_per_second,
         interrupted,
         stream_ended,
+        step_seconds,
+        comm_seconds,
     })
 }
 

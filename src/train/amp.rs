@@ -13,10 +13,13 @@ pub enum Mode {
     Fp16,
 }
 
-/// `auto` is bf16 autocast on CUDA and fp32 elsewhere; reduced precision is CUDA-only (CPU
-/// autocast is slow and changes results, so the CPU always trains in fp32).
+/// `auto` is bf16 autocast on CUDA and fp32 on the CPU. An explicit `bf16` on the CPU is
+/// libtorch's CPU autocast (bf16 matmuls and convolutions through oneDNN), which only pays where
+/// the CPU has bf16 matrix instructions (AVX512-BF16 or AMX): elsewhere `Engine::new` refuses it
+/// (`cpu_bf16_units`). fp16 on the CPU stays fp32 (no fp16 matrix units there).
 pub fn resolve(choice: Precision, device: Device) -> Mode {
     match (choice, device) {
+        (Precision::Bf16, Device::Cpu) => Mode::Bf16,
         (_, Device::Cpu) | (Precision::Fp32, _) => Mode::Fp32,
         (Precision::Auto | Precision::Bf16, _) => Mode::Bf16,
         (Precision::Fp16, _) => Mode::Fp16,
@@ -32,6 +35,17 @@ mod ffi {
         pub fn set_autocast_dtype(device_type: i8, dtype: i8);
         #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
         pub fn get_autocast_dtype(device_type: i8) -> i8;
+        // tch's switch only drives CUDA autocast; the CPU one is per device type.
+        #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
+        pub fn set_autocast_enabled(device_type: i8, enabled: bool);
+        #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
+        pub fn is_autocast_enabled(device_type: i8) -> bool;
+        #[link_name = "_ZN2at8autocast17increment_nestingEv"]
+        pub fn increment_nesting() -> i32;
+        #[link_name = "_ZN2at8autocast17decrement_nestingEv"]
+        pub fn decrement_nesting() -> i32;
+        #[link_name = "_ZN2at8autocast11clear_cacheEv"]
+        pub fn clear_cache();
     }
     pub const CPU: i8 = 0;
     pub const CUDA: i8 = 1;
@@ -54,10 +68,43 @@ pub fn cpu_autocast_dtype_code() -> i8 {
     unsafe { ffi::get_autocast_dtype(ffi::CPU) }
 }
 
-/// Runs `f` under CUDA autocast in `mode` (no-op for fp32 or off CUDA).
+/// Whether this CPU has bf16 matrix instructions (Linux: `avx512_bf16` or `amx_bf16` in
+/// /proc/cpuinfo), the condition for `train.precision = "bf16"` on the CPU.
+pub fn cpu_bf16_units() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+        info.lines()
+            .filter(|l| l.starts_with("flags"))
+            .take(1)
+            .any(|l| {
+                l.split_whitespace()
+                    .any(|f| f == "avx512_bf16" || f == "amx_bf16")
+            })
+    })
+}
+
+/// `torch.autocast("cpu", dtype=torch.bfloat16)`: the same nesting and cast-cache handling as
+/// tch's CUDA `autocast`, for the CPU device type.
+fn cpu_autocast<T>(f: impl FnOnce() -> T) -> T {
+    unsafe {
+        let prev = ffi::is_autocast_enabled(ffi::CPU);
+        ffi::set_autocast_dtype(ffi::CPU, ffi::BFLOAT16);
+        ffi::set_autocast_enabled(ffi::CPU, true);
+        ffi::increment_nesting();
+        let out = f();
+        if ffi::decrement_nesting() == 0 {
+            ffi::clear_cache();
+        }
+        ffi::set_autocast_enabled(ffi::CPU, prev);
+        out
+    }
+}
+
+/// Runs `f` under autocast in `mode` (no-op for fp32; bf16 only on the CPU).
 pub fn autocast<T>(mode: Mode, device: Device, f: impl FnOnce() -> T) -> T {
     match (mode, device) {
-        (Mode::Fp32, _) | (_, Device::Cpu) => f(),
+        (Mode::Fp32, _) => f(),
+        (Mode::Bf16, Device::Cpu) => cpu_autocast(f),
+        (_, Device::Cpu) => f(),
         (m, _) => {
             set_cuda_autocast_dtype(if m == Mode::Bf16 {
                 Kind::BFloat16
@@ -185,8 +232,21 @@ mod tests {
     fn precision_resolution() {
         assert_eq!(resolve(Precision::Auto, Device::Cpu), Mode::Fp32);
         assert_eq!(resolve(Precision::Fp16, Device::Cpu), Mode::Fp32);
+        assert_eq!(resolve(Precision::Bf16, Device::Cpu), Mode::Bf16);
         assert_eq!(resolve(Precision::Auto, Device::Cuda(0)), Mode::Bf16);
         assert_eq!(resolve(Precision::Fp16, Device::Cuda(0)), Mode::Fp16);
+    }
+
+    #[test]
+    fn cpu_autocast_runs_matmuls_in_bf16_and_restores_fp32() {
+        let a = Tensor::ones([4, 4], (tch::Kind::Float, Device::Cpu));
+        let inside = autocast(Mode::Bf16, Device::Cpu, || a.mm(&a));
+        assert_eq!(inside.kind(), tch::Kind::BFloat16);
+        assert_eq!(a.mm(&a).kind(), tch::Kind::Float, "autocast is off again");
+        assert_eq!(
+            autocast(Mode::Fp32, Device::Cpu, || a.mm(&a)).kind(),
+            tch::Kind::Float
+        );
     }
 
     #[test]

@@ -8,8 +8,15 @@
 //! libtorch's global RNG is re-seeded from `(seed, step)` at every step, so the whole state after
 //! step `s` is a function of the state before it and the batch: resuming from a checkpoint
 //! reproduces an uninterrupted run bit for bit on the CPU.
+//!
+//! With several ranks (`attach_dist`) it follows the official code under DDP: every rank starts
+//! from rank 0's weights, student gradients are averaged over ranks after backward (a few flat
+//! buckets), the loss that is checked, logged and exported is the global batch's, the centre
+//! comes from the all-reduced batch sum / (batch × world), the lr scales with the global batch,
+//! and a checksum of the teacher is compared across ranks every `dist.check_every` steps.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
@@ -21,6 +28,7 @@ use super::optim::Optimizer;
 use super::schedule::{Schedules, StepValues};
 use crate::augment::AugmentConfig;
 use crate::batch::Batch;
+use crate::dist::{self, Dist, DistConfig, DistError, ReduceOp};
 use crate::model::{DinoNet, ModelConfig, Pass};
 use crate::rng::{derive_seed, Rng};
 
@@ -32,8 +40,14 @@ pub enum EngineError {
     State(String),
     #[error("batch does not match the configuration: {0}")]
     Batch(String),
+    #[error("{0}")]
+    Unsupported(String),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Dist(#[from] DistError),
+    #[error("the teacher differs between ranks after step {step} (checksums by rank: {sums:?}): the replicas diverged")]
+    Diverged { step: u64, sums: Vec<[f64; 2]> },
 }
 
 /// What one step reports (scalars, already on the host).
@@ -45,8 +59,10 @@ pub struct StepStats {
     pub weight_decay: f64,
     pub teacher_momentum: f64,
     pub teacher_temp: f64,
-    /// Collapse monitors, computed every `train.monitor_every` steps.
+    /// Collapse monitors, computed every `train.monitor_every` steps (from this rank's batch).
     pub monitors: Option<Monitors>,
+    /// Some rank asked to stop (all ranks agree on it, so all stop after this step).
+    pub stop: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -89,6 +105,8 @@ pub struct Engine {
     step: u64,
     mean: Tensor,
     std: Tensor,
+    dist: Arc<Dist>,
+    dist_cfg: DistConfig,
 }
 
 impl Engine {
@@ -101,6 +119,16 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         if train.threads > 0 {
             tch::set_num_threads(train.threads as i32);
+        }
+        if train.precision == super::config::Precision::Bf16
+            && device == Device::Cpu
+            && !amp::cpu_bf16_units()
+        {
+            return Err(EngineError::Unsupported(
+                "train.precision = \"bf16\" on the CPU needs bf16 matrix instructions \
+                 (AVX512-BF16 or AMX), which this CPU lacks: use \"fp32\""
+                    .into(),
+            ));
         }
         let img = augment.global_size as i64;
         // Initialisation draws from libtorch's process-global RNG; seeding and drawing under one
@@ -148,7 +176,34 @@ impl Engine {
             step: 0,
             mean,
             std,
+            dist: Arc::new(Dist::single()),
+            dist_cfg: DistConfig::default(),
         })
+    }
+
+    /// Joins a process group: every rank takes rank 0's student, teacher (with BatchNorm
+    /// buffers) and centre, and the lr schedule scales with the global batch
+    /// (`base_lr × batch_size × world / 256`). Call after any checkpoint restore.
+    pub fn attach_dist(&mut self, dist: Arc<Dist>, cfg: &DistConfig) -> Result<(), EngineError> {
+        if dist.is_distributed() {
+            tch::no_grad(|| -> Result<(), DistError> {
+                for (net, p) in [
+                    ("student", &self.student.params),
+                    ("teacher", &self.teacher.params),
+                ] {
+                    for e in p.entries() {
+                        dist.broadcast(&e.tensor.detach(), 0, &format!("{net}.{}", e.name))?;
+                    }
+                }
+                dist.broadcast(&self.loss.center, 0, "loss.center")
+            })?;
+        }
+        let mut scaled = self.cfg.clone();
+        scaled.base_lr *= dist.world() as f64;
+        self.schedules = Schedules::new(&scaled, self.plan);
+        self.dist = dist;
+        self.dist_cfg = cfg.clone();
+        Ok(())
     }
 
     /// u8 `[n, side, side, 3]` bytes → normalised float `[n, 3, side, side]` on the device,
@@ -219,8 +274,15 @@ impl Engine {
     /// (BatchNorm running statistics — `head_bn` or ResNet only — are updated by the forward
     /// pass itself, as in PyTorch, before the loss is known.)
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats, EngineError> {
+        self.step_or_stop(batch, false)
+    }
+
+    /// `step`, with this rank's wish to stop after it; the returned `stop` is the agreement of
+    /// all ranks (any rank's wish), so every rank stops after the same step.
+    pub fn step_or_stop(&mut self, batch: &Batch, stop: bool) -> Result<StepStats, EngineError> {
         self.check(batch)?;
         let step = self.step;
+        self.dist.set_step(step);
         let sv = self.schedules.at(step);
         tch::manual_seed(derive_seed(&[self.cfg.seed, step]) as i64);
         let mut drop_rng = Rng::keyed(&[self.cfg.seed, step, DROP_PATH_KEY]);
@@ -247,7 +309,7 @@ impl Engine {
         });
         let teacher_out = teacher_out.to_kind(Kind::Float);
         let loss = self.loss.loss(&student_out, &teacher_out, sv.teacher_temp);
-        let loss_value = loss.double_value(&[]);
+        let (loss_value, stop) = self.global_loss(&loss, stop)?;
         if !loss_value.is_finite() {
             return Err(EngineError::NonFinite {
                 loss: loss_value,
@@ -259,10 +321,12 @@ impl Engine {
         let found_inf = match &self.scaler {
             Some(scaler) => {
                 (&loss * scaler.scale).backward();
+                self.average_gradients()?;
                 scaler.unscale(&self.optim.grads())
             }
             None => {
                 loss.backward();
+                self.average_gradients()?;
                 false
             }
         };
@@ -286,11 +350,12 @@ impl Engine {
             });
             (q, log_q)
         });
-        self.loss.update_center(&teacher_out);
+        self.update_center(&teacher_out)?;
         let monitors = teacher_dist
             .map(|(q, log_q)| monitor::compute(&q, &log_q, loss_value, &self.loss.center));
         self.update_teacher(step, sv);
         self.step += 1;
+        self.check_replicas()?;
         Ok(StepStats {
             step,
             loss: loss_value,
@@ -299,7 +364,83 @@ impl Engine {
             teacher_momentum: sv.momentum,
             teacher_temp: sv.teacher_temp,
             monitors,
+            stop,
         })
+    }
+
+    /// The global batch's loss (mean of the ranks' means: ranks hold equal batches) and the
+    /// ranks' agreement to stop, in one all-reduce of two numbers.
+    fn global_loss(&self, loss: &Tensor, stop: bool) -> Result<(f64, bool), EngineError> {
+        if !self.dist.is_distributed() {
+            return Ok((loss.double_value(&[]), stop));
+        }
+        let t = Tensor::stack(
+            &[
+                loss.detach().to_kind(Kind::Double).to_device(Device::Cpu),
+                Tensor::from(if stop { 1.0f64 } else { 0.0 }),
+            ],
+            0,
+        );
+        self.dist.all_reduce(&t, ReduceOp::Sum, "the loss")?;
+        let v = Vec::<f64>::try_from(&t).map_err(EngineError::Torch)?;
+        Ok((v[0] / self.dist.world() as f64, v[1] > 0.0))
+    }
+
+    /// DDP's gradient averaging: the student's gradients, all-reduced (mean) in flat buckets
+    /// of at most `dist.bucket_mb`.
+    fn average_gradients(&self) -> Result<(), EngineError> {
+        let cap = (self.dist_cfg.bucket_mb * 1024.0 * 1024.0) as usize;
+        dist::all_reduce_bucketed(
+            &self.dist,
+            &self.optim.grads(),
+            ReduceOp::Avg,
+            cap,
+            "student gradients",
+        )?;
+        Ok(())
+    }
+
+    /// DINO's `update_center` under DDP: the batch sum of the teacher logits is all-reduced and
+    /// divided by (rows × world).
+    fn update_center(&mut self, teacher_out: &Tensor) -> Result<(), EngineError> {
+        if !self.dist.is_distributed() {
+            self.loss.update_center(teacher_out);
+            return Ok(());
+        }
+        let sum = self.loss.batch_sum(teacher_out);
+        self.dist
+            .all_reduce(&sum, ReduceOp::Sum, "the centre's batch sum")?;
+        let rows = teacher_out.size()[0] as usize * self.dist.world();
+        self.loss.apply_batch_sum(&sum, rows);
+        Ok(())
+    }
+
+    /// Every `dist.check_every` steps: the teacher's checksum must be the same on every rank.
+    fn check_replicas(&self) -> Result<(), EngineError> {
+        let every = self.dist_cfg.check_every;
+        if !self.dist.is_distributed() || every == 0 || !self.step.is_multiple_of(every) {
+            return Ok(());
+        }
+        let own = dist::checksum(
+            self.teacher
+                .params
+                .entries()
+                .iter()
+                .map(|e| e.tensor.detach()),
+        );
+        let all = self.dist.all_gather(&own, "the teacher checksum")?;
+        let sums: Vec<[f64; 2]> = Vec::<f64>::try_from(all.reshape([-1]))
+            .map_err(EngineError::Torch)?
+            .chunks(2)
+            .map(|c| [c[0], c[1]])
+            .collect();
+        if sums.iter().any(|s| s != &sums[0]) {
+            return Err(EngineError::Diverged {
+                step: self.step,
+                sums,
+            });
+        }
+        Ok(())
     }
 
     /// Moves the teacher towards the student.

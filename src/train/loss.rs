@@ -65,13 +65,29 @@ impl DinoLoss {
     /// `c ← m·c + (1 − m)·mean(teacher logits over the 2B rows)` (DINO's `update_center`,
     /// single process). No-op when centering is off.
     pub fn update_center(&mut self, teacher_logits: &Tensor) {
+        let sum = self.batch_sum(teacher_logits);
+        self.apply_batch_sum(&sum, teacher_logits.size()[0] as usize);
+    }
+
+    /// The sum of the teacher logits over the batch rows, `[1, K]` float32 (all-reduced across
+    /// ranks before `apply_batch_sum` under data parallelism).
+    pub fn batch_sum(&self, teacher_logits: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            teacher_logits.to_kind(Kind::Float).sum_dim_intlist(
+                [0i64].as_slice(),
+                true,
+                Kind::Float,
+            )
+        })
+    }
+
+    /// `c ← m·c + (1 − m)·sum/rows`. No-op when centering is off.
+    pub fn apply_batch_sum(&mut self, sum: &Tensor, rows: usize) {
         if !self.centering {
             return;
         }
         tch::no_grad(|| {
-            let t = teacher_logits.to_kind(Kind::Float);
-            let batch_center =
-                t.sum_dim_intlist([0i64].as_slice(), true, Kind::Float) / t.size()[0] as f64;
+            let batch_center = sum / rows as f64;
             let new =
                 &self.center * self.center_momentum + batch_center * (1.0 - self.center_momentum);
             self.center.copy_(&new);
