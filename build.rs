@@ -85,7 +85,9 @@ fn build_c10d(lib_dir: &Path) {
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
     if nccl.is_some() {
+        // ProcessGroupNCCL lives in libtorch_cuda and calls c10::cuda (device guards).
         println!("cargo:rustc-link-lib=dylib=torch_cuda");
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
     }
 }
 
