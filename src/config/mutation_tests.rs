@@ -187,7 +187,7 @@ fn hostile_set_values_give_errors_never_panics() {
             value
         };
         let set = match round % 10 {
-            0 => format!("{key}"),
+            0 => key.clone(),
             1 => format!("={value}"),
             2 => format!("{key}.deeper={value}"),
             _ => format!("{key}={value}"),

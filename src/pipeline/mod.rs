@@ -468,12 +468,14 @@ mod tests {
     /// samples.
     #[test]
     fn queues_of_large_frames_stay_under_decode_channel_bytes() {
-        let mut cfg = PipelineConfig::default();
-        cfg.source = SourceConfig::Synthetic {
-            count: 256,
-            width: 1024,
-            height: 1024,
-            classes: 2,
+        let mut cfg = PipelineConfig {
+            source: SourceConfig::Synthetic {
+                count: 256,
+                width: 1024,
+                height: 1024,
+                classes: 2,
+            },
+            ..PipelineConfig::default()
         };
         cfg.decode.workers = 1;
         cfg.decode.channel_capacity = 64;
