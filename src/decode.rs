@@ -24,6 +24,12 @@ pub struct DecodeConfig {
     /// Capacity of the channel from the source to the decode pool (or, with decode inline, to
     /// the augment workers), in samples.
     pub channel_capacity: usize,
+    /// Bytes of images each channel before the augment workers may hold: encoded files or
+    /// decoded frames from the source, and decoded frames from the decode pool (each channel
+    /// its own budget, beside its capacity in samples). The producer waits while the queued
+    /// bytes and its image would exceed it; an image larger than the budget passes alone.
+    /// Memory-mapped frames (the shard cache) hold no bytes of their own and count 0.
+    pub channel_bytes: u64,
     /// Largest image accepted, in pixels (width × height); larger headers are refused before
     /// any pixel buffer is allocated, so a decompression bomb cannot exhaust memory.
     pub max_pixels: u64,
@@ -39,6 +45,7 @@ impl Default for DecodeConfig {
         DecodeConfig {
             workers: 0,
             channel_capacity: 256,
+            channel_bytes: 512 << 20,
             max_pixels: 64 * 1024 * 1024,
             scaled: ScaledDecode::default(),
         }
@@ -53,6 +60,9 @@ impl DecodeConfig {
 
     pub fn validate(&self, problems: &mut Problems) {
         problems.check(self.channel_capacity > 0, "decode.channel_capacity", || {
+            "must be > 0".into()
+        });
+        problems.check(self.channel_bytes > 0, "decode.channel_bytes", || {
             "must be > 0".into()
         });
         problems.check(self.max_pixels > 0, "decode.max_pixels", || {

@@ -30,6 +30,10 @@ fn main() -> ExitCode {
         )
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // A failed log write would be reported with eprintln!, which panics when stderr is gone
+        // (a closed terminal after SIGHUP): the logging thread, perhaps the trainer, would die
+        // before its checkpoint. A lost log line is dropped instead.
+        .log_internal_errors(false)
         .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -45,15 +49,19 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            // Fallible writes: a stderr that is gone (closed terminal after SIGHUP) must not
+            // turn the exit code into a panic's.
+            use std::io::Write;
+            let mut stderr = std::io::stderr();
             if let Some(cfg_err) = err.downcast_ref::<ConfigError>() {
-                eprintln!("invalid configuration:\n{cfg_err}");
+                let _ = writeln!(stderr, "invalid configuration:\n{cfg_err}");
                 return ExitCode::from(dino_stream::exit::CONFIG);
             }
             if let Some(end) = err.downcast_ref::<dino_stream::exit::EarlyEnd>() {
-                eprintln!("{end}");
+                let _ = writeln!(stderr, "{end}");
                 return ExitCode::from(end.code());
             }
-            eprintln!("error: {}", render_chain(&err));
+            let _ = writeln!(stderr, "error: {}", render_chain(&err));
             ExitCode::from(dino_stream::exit::ERROR)
         }
     }

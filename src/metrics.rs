@@ -19,7 +19,7 @@ use prometheus::{
     IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::config::Problems;
 
@@ -63,6 +63,12 @@ impl MetricsConfig {
 
 /// Connections served at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Connections the kernel queues for us (capped by `net.core.somaxconn`). A queued connection
+/// holds no file descriptor of ours; beyond the backlog Linux drops the client's SYN and the
+/// client retries with exponential backoff (1, 3, 7, 15 s ...), so a scrape that arrives during
+/// a flood of idle connections would wait long after the flood is gone. std's and mio's default
+/// of 128 filled up at 160 idle clients; 1024 queues them and lets [`HEADER_TIMEOUT`] clear them.
+pub const LISTEN_BACKLOG: u32 = 1024;
 /// Time a client has to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a connection may last in all.
@@ -201,19 +207,29 @@ pub async fn serve(
         .parse()
         .map_err(|_| MetricsError::Host(cfg.host.clone()))?;
     let addr = SocketAddr::new(ip, cfg.port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| MetricsError::Bind {
-            addr,
-            port: cfg.port,
-            source,
-        })?;
+    let listener = listen(addr).map_err(|source| MetricsError::Bind {
+        addr,
+        port: cfg.port,
+        source,
+    })?;
     let bound = listener.local_addr().unwrap_or(addr);
     if !ip.is_loopback() {
         tracing::warn!("metrics.allow_remote: /metrics is served to the network on {bound}");
     }
     tokio::spawn(accept_loop(listener, metrics));
     Ok(Some(bound))
+}
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`] (tokio's `TcpListener::bind` takes 128).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>) {

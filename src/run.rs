@@ -85,6 +85,8 @@ pub fn configure_torch(cfg: &PipelineConfig) {
 }
 
 pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
+    // A closed terminal or a dead `| tee` must not kill a run that is about to checkpoint.
+    crate::signals::survive_lost_output();
     let mut cfg = loaded.config;
     let dist = Arc::new(Dist::from_env(
         &cfg.dist,
@@ -279,7 +281,7 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
             outcome.start_step + 1
         );
     }
-    println!(
+    say(format_args!(
         "trained steps {}..{} of {}{}; last loss {}; {:.1} images/s; {} unreadable samples skipped",
         outcome.start_step,
         outcome.end_step,
@@ -292,9 +294,9 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
         outcome.last_loss.map_or("-".into(), |l| format!("{l:.5}")),
         outcome.images_per_second,
         skipped
-    );
+    ));
     if let Some(dir) = &outcome.last_checkpoint {
-        println!("checkpoint: {}", dir.display());
+        say(format_args!("checkpoint: {}", dir.display()));
     }
     if dist.is_distributed() {
         println!(
@@ -332,21 +334,21 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
                     knn_cfg.k,
                     knn_cfg.temperature,
                 );
-                println!(
+                say(format_args!(
                     "k-NN accuracy (k={}, T={}): trained {:.2}%  untrained {:.2}%  raw pixels {:.2}%",
                     knn_cfg.k,
                     knn_cfg.temperature,
                     100.0 * trained,
                     100.0 * untrained,
                     100.0 * raw
-                );
+                ));
             } else {
-                println!(
+                say(format_args!(
                     "k-NN accuracy (k={}, T={}): trained {:.2}%",
                     knn_cfg.k,
                     knn_cfg.temperature,
                     100.0 * trained
-                );
+                ));
             }
         }
     }
@@ -423,6 +425,17 @@ fn resume_point(dir: &Path) -> anyhow::Result<Option<(PathBuf, checkpoint::Check
             dir.display()
         ),
         (good, None) => Ok(good),
+    }
+}
+
+/// One line of the run's summary on stdout. The summary comes after the checkpoint; a stdout
+/// that is gone by then (EIO from a closed terminal after SIGHUP, EPIPE from a dead pipe, a full
+/// disk) must not turn a finished or interrupted run into a failed one, so the write may fail.
+fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| writeln!(out)) {
+        tracing::warn!("could not print the run summary ({e}); the run directory has it");
     }
 }
 

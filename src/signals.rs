@@ -26,7 +26,11 @@ pub fn stop_on_signals(
                 _ = hup.recv() => "SIGHUP",
             };
             if cell.set(name).is_err() {
-                eprintln!("{name} again: aborting without a checkpoint");
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{name} again: aborting without a checkpoint"
+                );
                 std::process::exit(crate::exit::ABORTED as i32);
             }
             tracing::warn!(
@@ -36,4 +40,16 @@ pub fn stop_on_signals(
         }
     });
     Ok(received)
+}
+
+/// Ignores SIGPIPE for the rest of a training run. The binary restores SIGPIPE's default so
+/// that `dino-stream config | head` ends quietly; but a run whose stderr is a `| tee` that died
+/// with the ssh session would then be killed by its next log line, before the checkpoint the
+/// SIGHUP asked for. With SIGPIPE ignored, a write to a gone pipe is an EPIPE error that logging
+/// drops and the summary ([`crate::run`]) tolerates.
+pub fn survive_lost_output() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
 }

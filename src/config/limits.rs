@@ -100,12 +100,14 @@ mod tests {
         cfg.augment.channel_capacity = usize::MAX;
         cfg.augment.local_size = 8; // patch 16
         cfg.batcher.buffer_bytes = 1 << 20;
+        cfg.decode.channel_bytes = 0;
         let text = cfg.validate().to_string();
         for key in [
             "train.epochs",
             "augment.channel_capacity",
             "augment.local_size",
             "batcher.buffer_bytes",
+            "decode.channel_bytes",
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }

@@ -7,6 +7,8 @@
 
 pub mod limits;
 mod load;
+#[cfg(test)]
+mod mutation_tests;
 mod problems;
 pub mod reference;
 

@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 
 pub use batcher::Batcher;
-pub use channel::{bounded, Closed, Rx, Tx};
+pub use channel::{bounded, bounded_bytes, ByteBudget, Closed, Rx, Tx, Weigh};
 pub use crops::{CropPool, Crops};
 pub use gate::ReorderGate;
 pub use pool::{spawn_pool, worker_count, Lap};
@@ -119,6 +119,30 @@ pub struct Decoded {
     /// How `frame` relates to the full-size picture, and the crops drawn on that picture
     /// before decoding (crop-aware decoding; `None`: the frame is the picture, crops not drawn).
     pub reduced: Option<(Reduction, CropPlan)>,
+}
+
+/// Heap bytes of a frame: a memory-mapped frame (shard cache) holds none of its own.
+fn frame_bytes(frame: &Frame) -> u64 {
+    match &frame.pixels {
+        crate::frame::Pixels::Owned(v) => v.len() as u64,
+        crate::frame::Pixels::Mapped { .. } => 0,
+    }
+}
+
+impl Weigh for Sourced {
+    fn weight(&self) -> u64 {
+        match &self.payload {
+            None => 0,
+            Some(Payload::Encoded(bytes)) => bytes.len() as u64,
+            Some(Payload::Decoded(frame)) => frame_bytes(frame),
+        }
+    }
+}
+
+impl Weigh for Decoded {
+    fn weight(&self) -> u64 {
+        self.frame.as_ref().map_or(0, frame_bytes)
+    }
 }
 
 /// Augment → batcher: the sample's crops (`None` when it was skipped).
@@ -263,6 +287,7 @@ pub struct Pipeline {
     stop: Arc<AtomicBool>,
     supervisor: Supervisor,
     threads: Vec<JoinHandle<()>>,
+    budgets: Vec<(&'static str, Arc<ByteBudget>)>,
 }
 
 impl Pipeline {
@@ -304,11 +329,19 @@ impl Pipeline {
             );
         }
         let gate = ReorderGate::new(window);
-        let (src_tx, src_rx) = bounded::<Sourced>("source", cfg.decode.channel_capacity, metrics);
+        // The links that carry images are bounded in bytes too (decode.channel_bytes); the crops
+        // after them are bounded by the crop pool and batcher.buffer_bytes.
+        let (src_tx, src_rx) = bounded_bytes::<Sourced>(
+            "source",
+            cfg.decode.channel_capacity,
+            cfg.decode.channel_bytes,
+            metrics,
+        );
         let (aug_tx, aug_rx) =
             bounded::<Augmented>("augment", cfg.augment.channel_capacity, metrics);
         let (batch_tx, batch_rx) = bounded::<Batch>("batch", cfg.batcher.channel_capacity, metrics);
         let mut threads = Vec::new();
+        let mut budgets = vec![("source", src_tx.budget().expect("byte budget").clone())];
 
         threads.push(source_actor::spawn(
             source,
@@ -367,8 +400,13 @@ impl Pipeline {
                 },
             ));
         } else {
-            let (dec_tx, dec_rx) =
-                bounded::<Decoded>("decode", cfg.augment.channel_capacity, metrics);
+            let (dec_tx, dec_rx) = bounded_bytes::<Decoded>(
+                "decode",
+                cfg.augment.channel_capacity,
+                cfg.decode.channel_bytes,
+                metrics,
+            );
+            budgets.push(("decode", dec_tx.budget().expect("byte budget").clone()));
             threads.extend(spawn_pool(
                 "decode",
                 cfg.decode.workers,
@@ -414,7 +452,13 @@ impl Pipeline {
             stop,
             supervisor,
             threads,
+            budgets,
         }
+    }
+
+    /// The byte budgets of the channels that carry images, by channel name.
+    pub fn byte_budgets(&self) -> &[(&'static str, Arc<ByteBudget>)] {
+        &self.budgets
     }
 
     /// The first actor panic ("actor NAME panicked: MESSAGE"), if any.
@@ -431,5 +475,71 @@ impl Pipeline {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceConfig;
+
+    /// A running pipeline of 1024×1024 frames (3 MiB each) with 64-sample channels and
+    /// `decode.channel_bytes` = 8 MiB, consumed one batch and then left waiting: once the
+    /// crops fill the augment → batcher channel, both the source → decode and the decode →
+    /// augment channels fill to their byte budget, never past it, far below their capacity in
+    /// samples.
+    #[test]
+    fn queues_of_large_frames_stay_under_decode_channel_bytes() {
+        let mut cfg = PipelineConfig {
+            source: SourceConfig::Synthetic {
+                count: 256,
+                width: 1024,
+                height: 1024,
+                classes: 2,
+            },
+            ..PipelineConfig::default()
+        };
+        cfg.decode.workers = 1;
+        cfg.decode.channel_capacity = 64;
+        cfg.decode.channel_bytes = 8 << 20;
+        cfg.augment.workers = 1;
+        cfg.augment.channel_capacity = 64;
+        cfg.augment.global_size = 32;
+        cfg.augment.local_size = 16;
+        cfg.augment.local_crops = 2;
+        cfg.train.batch_size = 2;
+        cfg.batcher.channel_capacity = 1;
+        let frame = 1024 * 1024 * 3;
+        let metrics = Metrics::new();
+        let source = cfg.source.open().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let p = Pipeline::start(&cfg, source, Cursor::default(), 1, &metrics, stop);
+        assert!(p.batches.recv().is_some());
+        let budgets: Vec<_> = p.byte_budgets().to_vec();
+        assert_eq!(
+            budgets.iter().map(|b| b.0).collect::<Vec<_>>(),
+            ["source", "decode"]
+        );
+        // With the trainer gone quiet, the stages run ahead until the bytes stop them.
+        let t = std::time::Instant::now();
+        while budgets.iter().any(|(_, b)| b.held() < 2 * frame) {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(120),
+                "the queues never filled"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for (name, b) in &budgets {
+            assert_eq!(b.limit(), 8 << 20);
+            assert!(
+                b.peak() <= b.limit(),
+                "{name}: {} bytes held at most, budget {}",
+                b.peak(),
+                b.limit()
+            );
+            // Two frames fit in 8 MiB, a third would not: 2 of 64 slots in use.
+            assert_eq!(b.held(), 2 * frame, "{name}");
+        }
+        p.shutdown();
     }
 }
