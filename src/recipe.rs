@@ -200,8 +200,10 @@ mod tests {
         );
 
         // The same change made with --set is a conflict that names the key...
-        let mut now = PipelineConfig::default();
-        now.model = trained.model.clone();
+        let mut now = PipelineConfig {
+            model: trained.model.clone(),
+            ..PipelineConfig::default()
+        };
         now.train.batch_size = 32;
         let explicit = vec!["train.batch_size".to_string()];
         let err = adopt(

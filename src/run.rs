@@ -310,7 +310,12 @@ pub fn run(loaded: LoadedConfig, opts: RunOptions) -> anyhow::Result<()> {
     }
 
     // k-NN runs on rank 0 alone (the others have the same teacher and nothing to add).
-    if let Some(knn_cfg) = cfg.eval.knn.as_ref().filter(|k| k.enabled && dist.is_main()) {
+    if let Some(knn_cfg) = cfg
+        .eval
+        .knn
+        .as_ref()
+        .filter(|k| k.enabled && dist.is_main())
+    {
         if !outcome.interrupted {
             let trained = evaluate_knn(&cfg, &outcome.engine)?;
             metrics

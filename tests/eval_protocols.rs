@@ -120,11 +120,8 @@ fn viridis_matches_matplotlib_at_known_points() {
         (1.0, [0xfd, 0xe7, 0x25]),
     ] {
         let got = viridis(t);
-        for c in 0..3 {
-            assert!(
-                (got[c] as i32 - want[c] as i32).abs() <= 4,
-                "t={t}: {got:?} vs {want:?}"
-            );
+        for (g, w) in got.iter().zip(want) {
+            assert!((*g as i32 - w).abs() <= 4, "t={t}: {got:?} vs {want:?}");
         }
     }
 }

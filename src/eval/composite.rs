@@ -132,9 +132,9 @@ pub fn build(spec: &CompositeSpec, out: &Path) -> Result<usize, SegmentError> {
                 let (px, py) = (left + x, top + y);
                 mask.put_pixel(px, py, Luma([255]));
                 let p = img.get_pixel_mut(px, py);
-                for c in 0..3 {
-                    let fg = tint[c] as f64 * (0.35 + 0.65 * a);
-                    p.0[c] = (p.0[c] as f64 * (1.0 - a) + fg * a)
+                for (channel, tone) in p.0.iter_mut().zip(tint) {
+                    let fg = tone as f64 * (0.35 + 0.65 * a);
+                    *channel = (*channel as f64 * (1.0 - a) + fg * a)
                         .round()
                         .clamp(0.0, 255.0) as u8;
                 }

@@ -282,7 +282,7 @@ pub fn load_into(
     tch::no_grad(|| {
         for e in params.entries() {
             let in_head = head_prefix.is_some_and(|hp| e.name.starts_with(hp));
-            if !e.name.starts_with(prefix) && !(in_head && head_loaded) {
+            if !(e.name.starts_with(prefix) || (in_head && head_loaded)) {
                 continue;
             }
             let src = map
