@@ -292,6 +292,7 @@ impl Pipeline {
         threads.push(source_actor::spawn(
             source,
             seed,
+            cfg.decode.max_pixels,
             start,
             epochs,
             src_tx,
