@@ -244,6 +244,12 @@ fn stream_decode_only(
         "decode-only: {fps:.1} frames/s ({} sampling, {decoders} decoders, frames {}x{}, {skipped} skipped)",
         sampling, pixels.0, pixels.1
     );
+    if let Some(pictures) = src.decoded_pictures().filter(|_| frames > 0) {
+        println!(
+            "  {pictures} pictures decoded for {frames} frames emitted ({:.2} per frame)",
+            pictures as f64 / frames as f64
+        );
+    }
     println!(
         "ratio pipeline/decode-only: {:.3}",
         pipeline_ips / fps.max(1e-9)

@@ -393,6 +393,12 @@ pub trait StreamSource: Send {
         None
     }
 
+    /// Pictures decoded so far, drawn or not (video), for benchmarks: with random sampling
+    /// the ratio to emitted frames is the seek overhead.
+    fn decoded_pictures(&self) -> Option<u64> {
+        None
+    }
+
     /// Reads one pass (epoch) from position `pass.start`, calling `emit(position, frame)` for
     /// each emitted frame. Bad files are reported through `skip(description, error)` and passed
     /// over.

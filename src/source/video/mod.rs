@@ -196,6 +196,10 @@ impl VideoSource {
 }
 
 impl StreamSource for VideoSource {
+    fn decoded_pictures(&self) -> Option<u64> {
+        Some(self.stats.decoded.load(Ordering::Relaxed))
+    }
+
     fn epoch_len(&self) -> Option<u64> {
         match &self.mode {
             Mode::Random {
