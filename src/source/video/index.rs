@@ -192,14 +192,14 @@ fn build(path: &Path, key: FileKey) -> Result<FileIndex, IndexError> {
             keys.push((t, packet.dts().unwrap_or(t).min(t)));
         }
     }
-    Ok(from_packets(
+    from_packets(
         key,
         (tb.numerator(), tb.denominator()),
         width,
         height,
         pts,
         keys,
-    )?)
+    )
 }
 
 /// The index from packet timestamps (any order) and keyframes' (presentation, seek)
