@@ -227,11 +227,7 @@ pub fn eval_linear(
                 "eval.linear.test",
             )?;
             let fy = aligned.bank_labels;
-            let classes = fy
-                .max()
-                .int64_value(&[])
-                .max(aligned.query_labels.max().int64_value(&[]))
-                + 1;
+            let classes = fy.max().int64_value(&[]).max(aligned.query_labels.max().int64_value(&[])) + 1;
             let clf = linear::train_on_features(&train.features, &fy, classes, &lin);
             (clf, classes, test.features, aligned.query_labels)
         }
@@ -243,12 +239,7 @@ pub fn eval_linear(
             let ty: Vec<i64> = test
                 .classes
                 .iter()
-                .map(|c| {
-                    names
-                        .iter()
-                        .position(|n| n == c)
-                        .map_or(classes, |i| i as i64)
-                })
+                .map(|c| names.iter().position(|n| n == c).map_or(classes, |i| i as i64))
                 .collect();
             (clf, classes, test.features, tch::Tensor::from_slice(&ty))
         }
@@ -302,9 +293,7 @@ fn class_names(src: &crate::source::SourceConfig) -> anyhow::Result<Vec<std::syn
     let crate::source::OpenedSource::Indexed(s) = src.open()? else {
         bail!("the linear protocol needs an indexed, labelled source");
     };
-    let n = s
-        .num_classes()
-        .context("the training source has no labels")?;
+    let n = s.num_classes().context("the training source has no labels")?;
     Ok((0..n).map(|c| s.class_name(c).into()).collect())
 }
 

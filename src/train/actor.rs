@@ -246,13 +246,8 @@ fn train(args: TrainerArgs, batches: Rx<Batch>) -> Result<TrainOutcome, TrainErr
                     .map_err(log_error)?,
             );
         }
-        write_log(
-            log.as_mut().expect("opened above"),
-            &stats,
-            batch.epoch,
-            knn,
-        )
-        .map_err(log_error)?;
+        write_log(log.as_mut().expect("opened above"), &stats, batch.epoch, knn)
+            .map_err(log_error)?;
         progress.inc(1);
         // A freshly initialised teacher sits in the one-hot band for its first steps; judge
         // collapse only once the run has had a few steps to move.
