@@ -123,9 +123,9 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     }
 
     let source = cfg.source.open()?;
-    let OpenedSource::Indexed(src) = source else {
-        println!("decode-only: not measured for stream sources (decode happens in the source)");
-        return Ok(());
+    let src = match source {
+        OpenedSource::Indexed(src) => src,
+        OpenedSource::Stream(src) => return stream_decode_only(cfg, src, seconds, ips),
     };
     // As many decoding threads as the pipeline has: its decode pool, or its augment workers.
     let workers = if cfg.decode.inline() {
@@ -189,6 +189,70 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
         "  decode scales (decode.scaled = {:?}): {}",
         cfg.decode.scaled,
         scales.report()
+    );
+    Ok(())
+}
+
+/// Decode-only for a stream source (video): the source alone, its decoders emitting frames
+/// into nothing for `seconds`, so the ratio to `ffmpeg -threads N -i FILE -f null -` is one
+/// command away.
+fn stream_decode_only(
+    cfg: &PipelineConfig,
+    mut src: Box<dyn crate::source::StreamSource>,
+    seconds: f64,
+    pipeline_ips: f64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let t = Instant::now();
+    let mut frames = 0u64;
+    let mut pixels = (0u32, 0u32);
+    let mut skipped = 0u64;
+    for epoch in 0.. {
+        let pass = crate::source::Pass {
+            seed: cfg.train.seed,
+            epoch,
+            start: 0,
+            max_pixels: cfg.decode.max_pixels,
+        };
+        let mut emit = |_pos: u64, f: Frame| {
+            frames += 1;
+            pixels = (f.width, f.height);
+            Instant::now() < deadline
+        };
+        let end = src.run_pass(&pass, &mut emit, &mut |_, _| skipped += 1);
+        if end == crate::source::PassEnd::Stopped || Instant::now() >= deadline {
+            break;
+        }
+        if frames == 0 {
+            bail!("the video source emitted no frame in a whole pass");
+        }
+    }
+    let fps = frames as f64 / t.elapsed().as_secs_f64();
+    let (sampling, decoders) = match &cfg.source {
+        crate::source::SourceConfig::Video {
+            sampling, decoders, ..
+        } => (
+            format!("{sampling:?}").to_lowercase(),
+            match sampling {
+                crate::source::VideoSampling::Sequential => 1,
+                crate::source::VideoSampling::Random => worker_count(*decoders),
+            },
+        ),
+        _ => ("stream".into(), 1),
+    };
+    println!(
+        "decode-only: {fps:.1} frames/s ({} sampling, {decoders} decoders, frames {}x{}, {skipped} skipped)",
+        sampling, pixels.0, pixels.1
+    );
+    if let Some(pictures) = src.decoded_pictures().filter(|_| frames > 0) {
+        println!(
+            "  {pictures} pictures decoded for {frames} frames emitted ({:.2} per frame)",
+            pictures as f64 / frames as f64
+        );
+    }
+    println!(
+        "ratio pipeline/decode-only: {:.3}",
+        pipeline_ips / fps.max(1e-9)
     );
     Ok(())
 }

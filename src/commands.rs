@@ -27,7 +27,15 @@ pub fn cache_build(cfg: &PipelineConfig, out: &Path) -> anyhow::Result<()> {
     };
     let mut on_skip = |what: &str, why: &str| tracing::warn!("skipped {what}: {why}");
     let t = std::time::Instant::now();
-    let report = cache::build(source, out, cfg.cache.shard_bytes, &decode, &mut on_skip)?;
+    let report = cache::build(
+        source,
+        out,
+        cfg.cache.shard_bytes,
+        cfg.train.seed,
+        cfg.decode.max_pixels,
+        &decode,
+        &mut on_skip,
+    )?;
     bar.finish_and_clear();
     println!(
         "cache {}: {} images written, {} skipped, {} shards{} in {:.1}s",

@@ -212,20 +212,6 @@ fn a_metrics_port_in_use_is_a_clear_error_before_training() {
 }
 
 #[cfg(feature = "video")]
-fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y"])
-        .args(args)
-        .output()
-        .expect("ffmpeg CLI (make installs it)");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[cfg(feature = "video")]
 #[test]
 fn video_frames_train_and_a_corrupt_video_is_skipped() {
     let dir = tempfile::tempdir().unwrap();

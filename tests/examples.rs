@@ -66,7 +66,7 @@ fn sandbox(root: &Path) {
         std::fs::create_dir_all(&d).unwrap();
         let out = Command::new("ffmpeg")
             .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg("testsrc=size=64x48:rate=10:duration=1")
+            .arg("testsrc=size=64x48:rate=10:duration=20")
             .args(["-pix_fmt", "yuv420p"])
             .arg(d.join("clip.mp4"))
             .output()

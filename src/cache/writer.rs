@@ -171,10 +171,14 @@ pub struct BuildReport {
 
 /// Decodes a whole source, in id order, into shards under `dir`. `decode` turns a payload into a
 /// frame or an error message; `on_skip(description, message)` hears about each sample skipped.
+/// A stream source (video) is read as its epoch 0 with `seed` and `max_pixels`.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     source: OpenedSource,
     dir: &Path,
     shard_bytes: u64,
+    seed: u64,
+    max_pixels: u64,
     decode: &dyn Fn(Payload) -> Result<Frame, String>,
     on_skip: &mut dyn FnMut(&str, &str),
 ) -> Result<BuildReport, CacheError> {
@@ -217,7 +221,13 @@ pub fn build(
                     false
                 }
             };
-            if src.run_pass(resumed_from, &mut emit, on_skip) == PassEnd::Stopped {
+            let pass = crate::source::Pass {
+                seed,
+                epoch: 0,
+                start: resumed_from,
+                max_pixels,
+            };
+            if src.run_pass(&pass, &mut emit, on_skip) == PassEnd::Stopped {
                 result?;
             }
         }

@@ -346,6 +346,7 @@ impl Pipeline {
         threads.push(source_actor::spawn(
             source,
             seed,
+            cfg.decode.max_pixels,
             start,
             epochs,
             shard,

@@ -13,12 +13,13 @@ use super::{SampleMeta, Sourced};
 use crate::batch::Cursor;
 use crate::dist::{Shard, Slot};
 use crate::metrics::Metrics;
-use crate::source::{epoch_order, OpenedSource, PassEnd, Payload};
+use crate::source::{epoch_order, OpenedSource, Pass, PassEnd, Payload};
 
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     source: OpenedSource,
     seed: u64,
+    max_pixels: u64,
     start: Cursor,
     epochs: u64,
     shard: Shard,
@@ -76,7 +77,8 @@ pub fn spawn(
                             send(epoch, slot, position, None, String::new(), Some(Payload::Decoded(frame)))
                         };
                         let mut skip = |what: &str, why: &str| skips.skip("source", what, why);
-                        if src.run_pass(from, &mut emit, &mut skip) == PassEnd::Stopped {
+                        let pass = Pass { seed, epoch, start: from, max_pixels };
+                        if src.run_pass(&pass, &mut emit, &mut skip) == PassEnd::Stopped {
                             return;
                         }
                         if emitted == 0 && from == 0 {

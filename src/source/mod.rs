@@ -50,7 +50,10 @@ pub enum SourceConfig {
         #[serde(default)]
         limit: Option<u64>,
     },
-    /// A video file, a directory of video files, or a stream URL; every `stride`-th frame.
+    /// Video files (a file, a directory searched recursively, or a list file of paths and URLs)
+    /// or a stream URL. `random` sampling draws frames over the whole corpus in a seeded order
+    /// and decodes them in parallel from the keyframe before each; `sequential` reads inputs
+    /// front to back.
     Video {
         /// Directory to read (video: a file, a directory of files, or a stream URL).
         path: PathBuf,
@@ -60,6 +63,36 @@ pub enum SourceConfig {
         /// Stop a pass after this many emitted frames.
         #[serde(default)]
         limit: Option<u64>,
+        /// `random` (frames drawn uniformly over the corpus, in an order that is a pure function
+        /// of seed and epoch; the epoch length is known, so `train.steps_per_epoch` may be left
+        /// out; with `limit`, that many frames are drawn per epoch) or `sequential` (file order;
+        /// for streams).
+        #[serde(default)]
+        sampling: VideoSampling,
+        /// Random sampling: only frames in `[start_seconds, end_seconds)` from each file's start.
+        #[serde(default)]
+        start_seconds: Option<f64>,
+        /// Random sampling: see `start_seconds`.
+        #[serde(default)]
+        end_seconds: Option<f64>,
+        /// Random sampling: the shuffle buffer in frames (decoded frames held at most:
+        /// `shuffle_buffer` x `max_side`² x 3 bytes).
+        #[serde(default = "default_shuffle_buffer")]
+        shuffle_buffer: usize,
+        /// Random sampling: decoder threads, each decoding keyframe-aligned units (0: one per core).
+        #[serde(default)]
+        decoders: usize,
+        /// FFmpeg's own threads inside each decoder (1: none; 0: FFmpeg picks).
+        #[serde(default = "default_ffmpeg_threads")]
+        threads: u32,
+        /// Frames are scaled in FFmpeg's scaler so that their longer side is at most this
+        /// (never enlarged; 0 keeps the full size).
+        #[serde(default = "default_max_side")]
+        max_side: u32,
+        /// Random sampling: where keyframe indexes are cached, keyed by path, size and mtime
+        /// (unset: `$XDG_CACHE_HOME/dino-stream/video-index` or `~/.cache/...`).
+        #[serde(default)]
+        index_cache: Option<PathBuf>,
     },
     /// Generated images with `classes` labels: for tests and benchmarks.
     Synthetic {
@@ -89,6 +122,15 @@ pub enum SourceConfig {
 fn default_stride() -> u32 {
     1
 }
+fn default_shuffle_buffer() -> usize {
+    512
+}
+fn default_ffmpeg_threads() -> u32 {
+    1
+}
+fn default_max_side() -> u32 {
+    512
+}
 fn default_synthetic_count() -> u64 {
     1024
 }
@@ -97,6 +139,17 @@ fn default_synthetic_side() -> u32 {
 }
 fn default_synthetic_classes() -> u32 {
     4
+}
+
+/// How a video source orders frames.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoSampling {
+    /// Frames drawn over the whole corpus in a seeded order, decoded by seeking.
+    #[default]
+    Random,
+    /// Inputs front to back (streams, or files read in order).
+    Sequential,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -132,16 +185,57 @@ impl SourceConfig {
 
     /// Whether an epoch's length is known before reading it.
     pub fn has_known_length(&self) -> bool {
-        !matches!(self, SourceConfig::Video { .. })
+        !matches!(
+            self,
+            SourceConfig::Video {
+                sampling: VideoSampling::Sequential,
+                ..
+            }
+        )
     }
 
     /// Static checks (paths that must exist are checked when opened, with the file named).
     pub fn validate(&self, key: &str, problems: &mut Problems) {
         match self {
-            SourceConfig::Video { stride, .. } => {
+            SourceConfig::Video {
+                path,
+                stride,
+                sampling,
+                start_seconds,
+                end_seconds,
+                shuffle_buffer,
+                ..
+            } => {
                 problems.check(*stride > 0, &format!("{key}.stride"), || {
                     "must be > 0".into()
-                })
+                });
+                problems.check(
+                    *shuffle_buffer > 0,
+                    &format!("{key}.shuffle_buffer"),
+                    || "must be > 0".into(),
+                );
+                for (name, v) in [
+                    ("start_seconds", start_seconds),
+                    ("end_seconds", end_seconds),
+                ] {
+                    problems.check(
+                        v.is_none_or(|t| t.is_finite() && t >= 0.0),
+                        &format!("{key}.{name}"),
+                        || format!("must be a number of seconds >= 0, got {v:?}"),
+                    );
+                }
+                if let (Some(a), Some(b)) = (start_seconds, end_seconds) {
+                    problems.check(a < b, &format!("{key}.end_seconds"), || {
+                        format!("must be after start_seconds = {a}, got {b}")
+                    });
+                }
+                let text = path.to_string_lossy();
+                problems.check(
+                    *sampling == VideoSampling::Sequential
+                        || !(text.contains("://") || text.starts_with("pipe:") || text == "-"),
+                    &format!("{key}.sampling"),
+                    || format!("\"random\" needs seekable files; {text} is a stream: use \"sequential\""),
+                );
             }
             SourceConfig::Synthetic {
                 count,
@@ -187,25 +281,49 @@ impl SourceConfig {
             SourceConfig::Cache { path, limit } => {
                 OpenedSource::Indexed(Arc::new(crate::cache::CacheSource::open(path, *limit)?))
             }
-            SourceConfig::Video {
-                path,
-                stride,
-                limit,
-            } => open_video(path, *stride, *limit)?,
+            SourceConfig::Video { path, .. } => open_video(path, self)?,
         })
     }
 }
 
 #[cfg(feature = "video")]
-fn open_video(path: &Path, stride: u32, limit: Option<u64>) -> Result<OpenedSource, SourceError> {
+fn open_video(path: &Path, cfg: &SourceConfig) -> Result<OpenedSource, SourceError> {
+    let SourceConfig::Video {
+        stride,
+        limit,
+        sampling,
+        start_seconds,
+        end_seconds,
+        shuffle_buffer,
+        decoders,
+        threads,
+        max_side,
+        index_cache,
+        ..
+    } = cfg.clone()
+    else {
+        unreachable!("called for video sources")
+    };
+    let opts = video::VideoOptions {
+        sampling,
+        stride,
+        limit,
+        start_seconds,
+        end_seconds,
+        shuffle_buffer,
+        decoders,
+        threads,
+        max_side,
+        index_cache,
+    };
     Ok(OpenedSource::Stream(Box::new(VideoSource::open(
-        path, stride, limit,
+        path, opts,
     )?)))
 }
 
 /// Builds without the `video` feature (no FFmpeg linked) refuse video sources by name.
 #[cfg(not(feature = "video"))]
-fn open_video(path: &Path, _stride: u32, _limit: Option<u64>) -> Result<OpenedSource, SourceError> {
+fn open_video(path: &Path, _cfg: &SourceConfig) -> Result<OpenedSource, SourceError> {
     Err(SourceError::Open {
         path: path.to_path_buf(),
         message: "this dino-stream was built without video support (cargo feature `video`)".into(),
@@ -256,14 +374,37 @@ pub trait IndexedSource: Send + Sync {
     fn describe(&self, id: u64) -> String;
 }
 
-/// A source read front to back (video): `run` emits items until `emit` returns false or the
-/// pass ends, returning whether it ended naturally.
+/// What one pass of a stream source needs from the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub seed: u64,
+    pub epoch: u64,
+    /// The position to start from (the resume cursor's, else 0).
+    pub start: u64,
+    /// `decode.max_pixels`: larger frames are skipped.
+    pub max_pixels: u64,
+}
+
+/// A source that emits frames itself (video): `run_pass` emits items until `emit` returns false
+/// or the pass ends, returning whether it ended naturally.
 pub trait StreamSource: Send {
-    /// Reads one pass (epoch) from position `start`, calling `emit(position, frame)` for each
-    /// emitted frame. Bad files are reported through `skip(description, error)` and passed over.
+    /// Frames per pass when known before reading (random video sampling), else `None`.
+    fn epoch_len(&self) -> Option<u64> {
+        None
+    }
+
+    /// Pictures decoded so far, drawn or not (video), for benchmarks: with random sampling
+    /// the ratio to emitted frames is the seek overhead.
+    fn decoded_pictures(&self) -> Option<u64> {
+        None
+    }
+
+    /// Reads one pass (epoch) from position `pass.start`, calling `emit(position, frame)` for
+    /// each emitted frame. Bad files are reported through `skip(description, error)` and passed
+    /// over.
     fn run_pass(
         &mut self,
-        start: u64,
+        pass: &Pass,
         emit: &mut dyn FnMut(u64, Frame) -> bool,
         skip: &mut dyn FnMut(&str, &str),
     ) -> PassEnd;
@@ -283,11 +424,11 @@ pub enum OpenedSource {
 }
 
 impl OpenedSource {
-    /// Samples per epoch when known (streams: `None`).
+    /// Samples per epoch when known (sequential video: `None`).
     pub fn epoch_len(&self) -> Option<u64> {
         match self {
             OpenedSource::Indexed(s) => Some(s.len()),
-            OpenedSource::Stream(_) => None,
+            OpenedSource::Stream(s) => s.epoch_len(),
         }
     }
 }

@@ -1,0 +1,469 @@
+//! Video sources on files made by the ffmpeg CLI: random sampling over several containers
+//! checked frame by frame against the CLI's own decode, 1 vs 3 decoders, resume without
+//! decoding the prefix, a resolution change, corrupt bytes, a playlist disguised as an .mp4,
+//! list files, `max_side` and `decode.max_pixels`, and the keyframe index cache.
+#![cfg(feature = "video")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+use common::ffmpeg;
+use dino_stream::source::video::index::{self, Origin};
+use dino_stream::source::video::plan::{self, Sampling};
+use dino_stream::source::video::VideoOptions;
+use dino_stream::source::{Pass, PassEnd, StreamSource, VideoSampling, VideoSource};
+
+fn options(sampling: VideoSampling, cache: &Path) -> VideoOptions {
+    VideoOptions {
+        sampling,
+        stride: 1,
+        limit: None,
+        start_seconds: None,
+        end_seconds: None,
+        shuffle_buffer: 24,
+        decoders: 2,
+        threads: 1,
+        max_side: 0,
+        index_cache: Some(cache.to_path_buf()),
+    }
+}
+
+fn pass(epoch: u64, start: u64) -> Pass {
+    Pass {
+        seed: 5,
+        epoch,
+        start,
+        max_pixels: 1 << 26,
+    }
+}
+
+/// (position, width, height, RGB bytes) of every emitted frame, and the skips reported.
+type Emitted = Vec<(u64, u32, u32, Vec<u8>)>;
+
+fn collect(src: &mut VideoSource, p: &Pass) -> (Emitted, Vec<(String, String)>) {
+    let mut frames = Vec::new();
+    let mut skips = Vec::new();
+    let end = src.run_pass(
+        p,
+        &mut |pos, f| {
+            frames.push((pos, f.width, f.height, f.data().to_vec()));
+            true
+        },
+        &mut |what, why| skips.push((what.to_string(), why.to_string())),
+    );
+    assert_eq!(end, PassEnd::Finished);
+    (frames, skips)
+}
+
+/// Small test videos: 50 frames of testsrc2 (moving content, a frame counter) at 25 fps with
+/// a keyframe every 12 frames, in four containers and codecs.
+fn make_videos(dir: &Path) -> Vec<PathBuf> {
+    let sub = dir.join("more/deeper");
+    std::fs::create_dir_all(&sub).unwrap();
+    let src = "testsrc2=size=96x64:rate=25:duration=2";
+    let specs: [(PathBuf, &[&str]); 4] = [
+        (
+            dir.join("a.mp4"),
+            &["-c:v", "libx264", "-g", "12", "-bf", "2"],
+        ),
+        (
+            dir.join("b.mkv"),
+            &["-c:v", "mpeg4", "-g", "12", "-bf", "1"],
+        ),
+        (
+            sub.join("c.webm"),
+            &["-c:v", "libvpx", "-g", "12", "-b:v", "300k"],
+        ),
+        (
+            sub.join("d.ts"),
+            &["-c:v", "mpeg2video", "-g", "12", "-bf", "2"],
+        ),
+    ];
+    for (path, codec) in &specs {
+        let mut args = vec!["-f", "lavfi", "-i", src, "-pix_fmt", "yuv420p"];
+        args.extend_from_slice(codec);
+        args.push(path.to_str().unwrap());
+        ffmpeg(&args);
+    }
+    specs.into_iter().map(|(p, _)| p).collect()
+}
+
+/// Every frame of `file` as the ffmpeg CLI decodes it (RGB24, bilinear like the source).
+fn reference_frames(file: &Path, w: usize, h: usize) -> Vec<Vec<u8>> {
+    let out = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-i"])
+        .arg(file)
+        .args(["-fps_mode", "passthrough", "-sws_flags", "bilinear"])
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.chunks(w * h * 3).map(|c| c.to_vec()).collect()
+}
+
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as i32 - *y as i32).unsigned_abs() as f64)
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+/// position → (file, frame index) for a random epoch, from the public plan.
+fn frames_of_epoch(
+    src: &VideoSource,
+    cache: &Path,
+    s: &Sampling,
+    seed: u64,
+    epoch: u64,
+) -> Vec<(u32, u32)> {
+    let idx: Vec<_> = src
+        .files()
+        .iter()
+        .map(|f| index::load(f, cache).unwrap().0)
+        .collect();
+    let refs: Vec<_> = idx.iter().collect();
+    let p = plan::plan(&refs, s, seed, epoch);
+    let mut by_feed = Vec::new();
+    for u in &p.units {
+        by_feed.extend(u.frames.iter().map(|&f| (u.file, f)));
+    }
+    p.order.iter().map(|&i| by_feed[i as usize]).collect()
+}
+
+#[test]
+fn random_sampling_seeks_to_the_right_frames_in_every_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let (videos, cache) = (dir.path().join("v"), dir.path().join("cache"));
+    std::fs::create_dir_all(&videos).unwrap();
+    let files = make_videos(&videos);
+    let mut src = VideoSource::open(&videos, options(VideoSampling::Random, &cache)).unwrap();
+    // The directory is searched recursively, in sorted path order.
+    let mut sorted = files.clone();
+    sorted.sort();
+    assert_eq!(src.files(), &sorted[..]);
+    assert_eq!(src.epoch_len(), Some(200));
+    let (frames, skips) = collect(&mut src, &pass(0, 0));
+    assert!(skips.is_empty(), "{skips:?}");
+    assert_eq!(frames.len(), 200);
+    assert!(frames.iter().enumerate().all(|(i, f)| f.0 == i as u64));
+    let sampling = Sampling {
+        stride: 1,
+        limit: None,
+        start_seconds: None,
+        end_seconds: None,
+        shuffle_buffer: 24,
+    };
+    let which = frames_of_epoch(&src, &cache, &sampling, 5, 0);
+    let refs: Vec<Vec<Vec<u8>>> = src
+        .files()
+        .iter()
+        .map(|f| reference_frames(f, 96, 64))
+        .collect();
+    for r in &refs {
+        assert_eq!(r.len(), 50);
+    }
+    let mut worst = 0f64;
+    for ((_, w, h, data), &(file, frame)) in frames.iter().zip(&which) {
+        assert_eq!((*w, *h), (96, 64));
+        let r = &refs[file as usize];
+        let d = mean_abs_diff(data, &r[frame as usize]);
+        worst = worst.max(d);
+        // The right frame, not a neighbour: every other frame of the file is further away.
+        for (j, other) in r.iter().enumerate() {
+            if j != frame as usize {
+                assert!(
+                    mean_abs_diff(data, other) > d,
+                    "{}: frame {frame} looks like frame {j}",
+                    src.files()[file as usize].display()
+                );
+            }
+        }
+    }
+    assert!(
+        worst < 1.0,
+        "mean abs difference from the ffmpeg CLI up to {worst}"
+    );
+    // Batches mix places: the first 32 frames come from several files.
+    let files_in_first: std::collections::HashSet<u32> = which[..32].iter().map(|w| w.0).collect();
+    assert!(files_in_first.len() >= 3, "{files_in_first:?}");
+    // Another epoch, another order.
+    assert_ne!(which, frames_of_epoch(&src, &cache, &sampling, 5, 1));
+}
+
+#[test]
+fn one_and_three_decoders_give_identical_frames_and_resume_decodes_no_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (videos, cache) = (dir.path().join("v"), dir.path().join("cache"));
+    std::fs::create_dir_all(&videos).unwrap();
+    make_videos(&videos);
+    let opts = |decoders: usize| {
+        let mut o = options(VideoSampling::Random, &cache);
+        o.decoders = decoders;
+        o.stride = 2;
+        o.shuffle_buffer = 8;
+        o
+    };
+    let run = |decoders: usize, start: u64| {
+        let mut src = VideoSource::open(&videos, opts(decoders)).unwrap();
+        let (frames, _) = collect(&mut src, &pass(3, start));
+        (frames, src.stats().decoded.load(Ordering::Relaxed))
+    };
+    let (one, decoded_full) = run(1, 0);
+    let (three, _) = run(3, 0);
+    assert_eq!(one.len(), 100);
+    assert!(
+        one == three,
+        "1 and 3 decoders emit the same frames in the same order"
+    );
+    let start = 75;
+    let (resumed, decoded_resumed) = run(3, start);
+    assert!(
+        resumed[..] == one[start as usize..],
+        "the resumed pass continues exactly"
+    );
+    // What a resume may decode: in each unit that still holds a frame at a position >= start,
+    // from its keyframe to its last such frame (plus a few pictures of decoder delay and open
+    // GOPs' leading frames per unit); nothing of the units wholly before the cursor.
+    let src = VideoSource::open(&videos, opts(1)).unwrap();
+    let idx: Vec<_> = src
+        .files()
+        .iter()
+        .map(|f| index::load(f, &cache).unwrap().0)
+        .collect();
+    let refs: Vec<_> = idx.iter().collect();
+    let s = Sampling {
+        stride: 2,
+        limit: None,
+        start_seconds: None,
+        end_seconds: None,
+        shuffle_buffer: 8,
+    };
+    let p = plan::plan(&refs, &s, 5, 3);
+    let later: std::collections::HashSet<u64> = p.order[start as usize..].iter().copied().collect();
+    let (mut bound, mut units) = (0u64, 0u64);
+    for u in &p.units {
+        let last = (0..u.frames.len())
+            .rev()
+            .find(|&j| later.contains(&(u.feed_start + j as u64)));
+        if let Some(j) = last {
+            let first = idx[u.file as usize].gops[u.gop as usize].first;
+            bound += (u.frames[j] - first + 1) as u64;
+            units += 1;
+        }
+    }
+    assert!(
+        decoded_resumed <= bound + 4 * units && decoded_resumed < decoded_full,
+        "resume decoded {decoded_resumed} pictures (bound {bound} + 4 x {units} units), the whole epoch {decoded_full}"
+    );
+    eprintln!(
+        "resume at 75/100 decoded {decoded_resumed} pictures, the whole epoch {decoded_full}"
+    );
+}
+
+#[test]
+fn a_resolution_change_and_corrupt_bytes_do_not_end_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    // Two H.264 segments of different sizes joined by FFmpeg's concat demuxer into one
+    // MPEG-TS stream (timestamps continue): the size changes midway.
+    let (a, b) = (dir.path().join("a.ts"), dir.path().join("b.ts"));
+    for (p, size) in [(&a, "64x48"), (&b, "96x72")] {
+        let src = format!("testsrc2=size={size}:rate=25:duration=1");
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &src,
+            "-c:v",
+            "libx264",
+            "-g",
+            "10",
+            "-pix_fmt",
+            "yuv420p",
+            p.to_str().unwrap(),
+        ]);
+    }
+    let list = dir.path().join("segments.ffconcat");
+    std::fs::write(
+        &list,
+        format!("file '{}'\nfile '{}'\n", a.display(), b.display()),
+    )
+    .unwrap();
+    let joined = dir.path().join("joined.ts");
+    ffmpeg(&[
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        list.to_str().unwrap(),
+        "-c",
+        "copy",
+        joined.to_str().unwrap(),
+    ]);
+    for sampling in [VideoSampling::Sequential, VideoSampling::Random] {
+        let mut src = VideoSource::open(&joined, options(sampling, &cache)).unwrap();
+        let (frames, skips) = collect(&mut src, &pass(0, 0));
+        let sizes: std::collections::BTreeSet<(u32, u32)> =
+            frames.iter().map(|f| (f.1, f.2)).collect();
+        assert_eq!(sizes, [(64, 48), (96, 72)].into(), "{sampling:?}");
+        assert!(
+            frames.len() >= 48,
+            "{sampling:?}: {} frames, skips {skips:?}",
+            frames.len()
+        );
+    }
+
+    // Corrupt bytes in the middle of an mp4's media data.
+    let clean = dir.path().join("clean.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x64:rate=25:duration=4",
+        "-c:v",
+        "libx264",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        clean.to_str().unwrap(),
+    ]);
+    let mut bytes = std::fs::read(&clean).unwrap();
+    let mid = bytes.len() / 2;
+    for (i, b) in bytes[mid..mid + 2000].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(151) ^ 0x5A;
+    }
+    let broken = dir.path().join("broken.mp4");
+    std::fs::write(&broken, bytes).unwrap();
+    for sampling in [VideoSampling::Sequential, VideoSampling::Random] {
+        let mut src = VideoSource::open(&broken, options(sampling, &cache)).unwrap();
+        let (frames, skips) = collect(&mut src, &pass(0, 0));
+        let stats = src.stats();
+        // Frames on both sides of the damage come out; what could not be decoded is counted.
+        assert!(
+            frames.len() >= 60,
+            "{sampling:?}: {} of 100 frames",
+            frames.len()
+        );
+        assert!(
+            frames.len() < 100
+                || stats.corrupt_packets.load(Ordering::Relaxed) > 0
+                || !skips.is_empty(),
+            "{sampling:?}: the damage went unnoticed"
+        );
+        eprintln!(
+            "{sampling:?}: {} frames, {} corrupt packets, {} frames skipped",
+            frames.len(),
+            stats.corrupt_packets.load(Ordering::Relaxed),
+            skips.len()
+        );
+    }
+}
+
+#[test]
+fn playlists_lists_max_side_max_pixels_and_the_index_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let video = dir.path().join("wide.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x180:rate=25:duration=1",
+        "-c:v",
+        "libx264",
+        "-g",
+        "10",
+        "-pix_fmt",
+        "yuv420p",
+        video.to_str().unwrap(),
+    ]);
+
+    // An HLS playlist named .mp4 that points at a local server: refused, the server never hears.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let evil = dir.path().join("evil.mp4");
+    std::fs::write(
+        &evil,
+        format!("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://127.0.0.1:{port}/x.ts\n#EXTINF:1,\n{}\n#EXT-X-ENDLIST\n", video.display()),
+    )
+    .unwrap();
+    // A list file: a relative path, the playlist and a missing file.
+    let list = dir.path().join("inputs.txt");
+    std::fs::write(
+        &list,
+        "# training videos\nwide.mp4\n\nevil.mp4\nmissing.mkv\n",
+    )
+    .unwrap();
+    let mut o = options(VideoSampling::Random, &cache);
+    o.max_side = 64;
+    let mut src = VideoSource::open(&list, o.clone()).unwrap();
+    assert_eq!(src.files(), &[dir.path().join("wide.mp4")]);
+    let (frames, skips) = collect(&mut src, &pass(0, 0));
+    assert_eq!(frames.len(), 25);
+    assert!(
+        frames.iter().all(|f| (f.1, f.2) == (64, 36)),
+        "scaled in FFmpeg to max_side"
+    );
+    let skipped: Vec<&str> = skips.iter().map(|s| s.0.as_str()).collect();
+    assert!(skipped.iter().any(|s| s.ends_with("evil.mp4")), "{skips:?}");
+    assert!(
+        skipped.iter().any(|s| s.ends_with("missing.mkv")),
+        "{skips:?}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the playlist reached the network"
+    );
+    // The sequential reader opens local files the same way.
+    let mut seq = VideoSource::open(&evil, options(VideoSampling::Sequential, &cache)).unwrap();
+    let (frames, skips) = collect(&mut seq, &pass(0, 0));
+    assert!(frames.is_empty() && skips.len() == 1, "{skips:?}");
+    assert!(
+        listener.accept().is_err(),
+        "the playlist reached the network"
+    );
+
+    // decode.max_pixels applies to frames: every frame is skipped, naming the limit.
+    let mut src = VideoSource::open(&video, o.clone()).unwrap();
+    let mut p = pass(0, 0);
+    p.max_pixels = 320 * 180 - 1;
+    let (frames, skips) = collect(&mut src, &p);
+    assert!(frames.is_empty());
+    assert_eq!(skips.len(), 25);
+    assert!(skips[0].1.contains("decode.max_pixels"), "{skips:?}");
+
+    // The keyframe index is cached, keyed by path, size and mtime.
+    assert_eq!(index::load(&video, &cache).unwrap().1, Origin::Cached);
+    let fresh = dir.path().join("other-cache");
+    let (built, origin) = index::load(&video, &fresh).unwrap();
+    assert_eq!(origin, Origin::Built);
+    assert_eq!(built.frames(), 25);
+    assert_eq!(built.gops.len(), 3);
+    let f = std::fs::File::options().append(true).open(&video).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    assert_eq!(
+        index::load(&video, &fresh).unwrap().1,
+        Origin::Built,
+        "a changed mtime rebuilds"
+    );
+
+    // A URL cannot be sampled at random.
+    let e = VideoSource::open(Path::new("rtsp://127.0.0.1:1/x"), o)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("sequential"), "{e}");
+}
