@@ -15,9 +15,12 @@ pub fn bin() -> PathBuf {
 /// Runs the binary with `args` in `cwd` (no DINO_STREAM__* leaking in from the environment).
 pub fn run_in(cwd: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(bin());
+    // Caches the binary keeps by default (video keyframe indexes under $XDG_CACHE_HOME) stay
+    // in the test's own directory, not in the home of whoever runs the tests.
     cmd.current_dir(cwd)
         .args(args)
-        .env("DINO_STREAM_LOG", "info");
+        .env("DINO_STREAM_LOG", "info")
+        .env("XDG_CACHE_HOME", cwd.join(".cache"));
     for (k, _) in std::env::vars() {
         if k.starts_with("DINO_STREAM__") {
             cmd.env_remove(k);
