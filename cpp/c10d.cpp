@@ -6,7 +6,10 @@
 // compiled with USE_C10D_NCCL (build.rs does that when the venv ships nccl.h and the CUDA
 // headers). Every call catches every C++ exception and returns it as a malloc'd message
 // (NULL on success): nothing is thrown across the FFI boundary.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/distributed/c10d/GroupRegistry.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef USE_C10D_NCCL
@@ -27,7 +30,21 @@ struct Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> gloo;
   c10::intrusive_ptr<c10d::Backend> nccl; // null unless CUDA was asked for and is present
+  // The same backends as a ProcessGroup registered under `name`, for libtorch's functional
+  // collectives (`_c10d_functional*` ops), which find their group by name. Their autograd
+  // variants are what SyncBatchNorm needs: tch cannot define an autograd function itself.
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+  std::string name;
   int world = 1;
+
+  ~Group() {
+    if (!name.empty()) {
+      try {
+        c10d::unregister_process_group(name);
+      } catch (...) {
+      }
+    }
+  }
 };
 
 char* dup(const std::string& s) {
@@ -72,8 +89,10 @@ void wait(const c10::intrusive_ptr<c10d::Work>& work, int64_t timeout_ms) {
 extern "C" {
 
 // Creates the process group. `backend` 0 = gloo only, 1 = gloo + NCCL (CUDA device
-// `local_device`). Returns NULL and sets *err on failure.
+// `local_device`); `name` registers it for the functional collectives (unique in the process).
+// Returns NULL and sets *err on failure.
 void* ds_c10d_new(
+    const char* name,
     const char* master_addr,
     int port,
     int rank,
@@ -111,6 +130,16 @@ void* ds_c10d_new(
       TORCH_CHECK(false, "NCCL asked for, but dino-stream was built without it (no nccl.h)");
 #endif
     }
+    out->pg = c10::make_intrusive<c10d::ProcessGroup>(store, rank, world);
+    out->pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, out->gloo);
+    out->pg->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
+    if (out->nccl) {
+      out->pg->setBackend(
+          c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, out->nccl);
+    }
+    out->pg->setGroupName(name);
+    c10d::register_process_group(name, out->pg);
+    out->name = name;
     g = out.release();
   });
   return g;
@@ -177,6 +206,29 @@ char* ds_c10d_all_gather(void* group, void* out, void* input, int64_t timeout_ms
     c10d::AllgatherOptions opts;
     opts.timeout = ms(timeout_ms);
     wait(backend_for(g, in).allgather(outs, ins, opts), timeout_ms);
+  });
+}
+
+// A differentiable all-gather (`_c10d_functional_autograd::all_gather_into_tensor`): returns
+// a new tensor, rank r's `input` at rows [r * n, (r + 1) * n), whose backward pass sums each
+// rank's gradient for this rank's rows over all ranks (a reduce-scatter). *out receives a
+// heap-allocated at::Tensor that the caller owns (tch's Tensor::from_ptr).
+char* ds_c10d_all_gather_autograd(void* group, void* input, void** out) {
+  return guard([&] {
+    auto& g = *static_cast<Group*>(group);
+    auto& in = *static_cast<at::Tensor*>(input);
+    static auto gather =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("_c10d_functional_autograd::all_gather_into_tensor", "")
+            .typed<at::Tensor(const at::Tensor&, int64_t, const std::string&)>();
+    static auto wait_tensor = c10::Dispatcher::singleton()
+                                  .findSchemaOrThrow("_c10d_functional::wait_tensor", "")
+                                  .typed<at::Tensor(const at::Tensor&)>();
+    at::Tensor gathered = gather.call(in, g.world, g.name);
+    // The collective may still be in flight: wait on an alias of its output (the work is
+    // keyed by storage), leaving the autograd graph of `gathered` untouched.
+    wait_tensor.call(gathered.detach());
+    *out = new at::Tensor(std::move(gathered));
   });
 }
 

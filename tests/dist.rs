@@ -188,6 +188,34 @@ fn two_ranks_match_one_rank_resume_exactly_and_only_rank_0_writes() {
     );
 }
 
+/// SyncBatchNorm end to end: with BatchNorm in the DINO head, 2 ranks × 4 follow 1 rank × 8
+/// (with per-rank statistics the losses differ and the teacher checksums of the ranks part
+/// after the first check: that is how this test failed before SyncBatchNorm existed).
+#[test]
+fn sync_batchnorm_makes_two_ranks_match_one_rank_with_batchnorm_in_the_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = ["one", "two"]
+        .iter()
+        .map(|d| {
+            let p = tmp.path().join(d);
+            std::fs::create_dir_all(&p).unwrap();
+            pipeline(&p);
+            p
+        })
+        .collect();
+    let bn = ["--set", "model.head_bn=true", "--max-steps", "4"];
+    let b4 = ["--set", "train.batch_size=4"];
+    single(&dirs[0], &bn);
+    run_ranks(&dirs[1], 2, &[&b4[..], &bn[..]].concat(), &[]);
+    let one = losses(&dirs[0].join("run"));
+    assert_eq!(one.len(), 4);
+    assert_close(
+        &losses(&dirs[1].join("run")),
+        &one,
+        "SyncBatchNorm: 2 x 4 vs 1 x 8",
+    );
+}
+
 /// Two ranks of an endless run (`extra` appended to the pipeline), once both have logged two
 /// steps.
 fn two_running_ranks(dir: &Path, extra: &str, args: &[&str]) -> Vec<Child> {

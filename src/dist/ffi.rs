@@ -5,6 +5,7 @@ use std::os::raw::{c_char, c_int, c_void};
 extern "C" {
     #[allow(clippy::too_many_arguments)]
     pub fn ds_c10d_new(
+        name: *const c_char,
         master_addr: *const c_char,
         port: c_int,
         rank: c_int,
@@ -35,6 +36,11 @@ extern "C" {
         out: *mut c_void,
         input: *mut c_void,
         timeout_ms: i64,
+    ) -> *mut c_char;
+    pub fn ds_c10d_all_gather_autograd(
+        group: *mut c_void,
+        input: *mut c_void,
+        out: *mut *mut c_void,
     ) -> *mut c_char;
     pub fn ds_c10d_barrier(group: *mut c_void, timeout_ms: i64) -> *mut c_char;
     pub fn ds_c10d_store_set(

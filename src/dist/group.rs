@@ -31,9 +31,11 @@ fn check(msg: *mut c_char) -> Result<(), String> {
     if msg.is_null() {
         return Ok(());
     }
+    // c10's messages may start with a newline; the first line is what errors show.
     let text = unsafe { CStr::from_ptr(msg) }
         .to_string_lossy()
-        .into_owned();
+        .trim_start()
+        .to_owned();
     unsafe { ffi::ds_c10d_free_str(msg) };
     Err(text)
 }
@@ -64,9 +66,15 @@ impl Group {
         timeout: Duration,
     ) -> Result<Group, String> {
         let addr = CString::new(master_addr).map_err(|_| "MASTER_ADDR contains a NUL byte")?;
+        // The name under which libtorch's group registry finds it: unique in the process,
+        // since tests run several ranks as threads of one process.
+        static GROUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = GROUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = CString::new(format!("dino_stream.{rank}.{n}")).expect("no NUL byte");
         let mut err: *mut c_char = std::ptr::null_mut();
         let ptr = unsafe {
             ffi::ds_c10d_new(
+                name.as_ptr(),
                 addr.as_ptr(),
                 port as i32,
                 rank as i32,
@@ -109,6 +117,19 @@ impl Group {
         check(unsafe {
             ffi::ds_c10d_all_gather(self.ptr, tensor_ptr(out), tensor_ptr(input), ms(timeout))
         })
+    }
+
+    /// Rank r's `input` at rows `[r·n, (r+1)·n)` of a new tensor, differentiably: the backward
+    /// pass gives each rank the sum over ranks of the gradients of its rows (libtorch's
+    /// `_c10d_functional_autograd::all_gather_into_tensor`). Bounded by the group's timeout.
+    pub fn all_gather_autograd(&self, input: &Tensor) -> Result<Tensor, String> {
+        let mut out: *mut c_void = std::ptr::null_mut();
+        check(unsafe { ffi::ds_c10d_all_gather_autograd(self.ptr, tensor_ptr(input), &mut out) })?;
+        if out.is_null() {
+            return Err("c10d returned no tensor".into());
+        }
+        // SAFETY: the shim hands over a heap-allocated at::Tensor, as tch's own C API does.
+        Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
     }
 
     pub fn barrier(&self, timeout: Duration) -> Result<(), String> {

@@ -228,6 +228,23 @@ impl Dist {
         })
     }
 
+    /// Every rank's `t` stacked on a new leading axis (`[world, ...]`), differentiably: the
+    /// gradient of rank r's slice flows back to rank r, summed over the ranks that used it. This
+    /// is what SyncBatchNorm needs (see `model::layers::BatchNorm`). Alone: `t` itself.
+    pub fn all_gather_autograd(&self, t: &Tensor, what: &str) -> Result<Tensor, DistError> {
+        if self.inner.is_none() {
+            return Ok(t.unsqueeze(0));
+        }
+        let mut gathered = None;
+        self.run(&format!("all_gather of {what}"), |g| {
+            gathered = Some(g.all_gather_autograd(&t.contiguous())?);
+            Ok(())
+        })?;
+        let mut shape = vec![self.world as i64];
+        shape.extend(t.size());
+        Ok(gathered.expect("set on success").reshape(shape.as_slice()))
+    }
+
     /// In place over ranks (no-op alone). `what` names the tensor in errors.
     pub fn all_reduce(&self, t: &Tensor, op: ReduceOp, what: &str) -> Result<(), DistError> {
         let timeout = self.timeout;

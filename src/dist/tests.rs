@@ -146,3 +146,100 @@ fn checksum_sees_a_changed_value() {
     assert_eq!(sa[0], sb[0]);
     assert_ne!(sa[1], sb[1], "a permutation changes the weighted sum");
 }
+
+/// Rank r's part of the SyncBatchNorm check: 3 samples of 4 channels × 5 × 5, different
+/// sizes of batch per rank would also work, but DINO's ranks have equal ones.
+fn bn_input(rank: usize) -> (Tensor, Tensor) {
+    let x = Tensor::from_slice(
+        &(0..300)
+            .map(|i| ((i * 37 + rank * 101) % 97) as f32 * 0.05 + rank as f32)
+            .collect::<Vec<_>>(),
+    )
+    .reshape([3, 4, 5, 5]);
+    // The upstream gradient: a loss weighting every output differently.
+    let g = Tensor::from_slice(
+        &(0..300)
+            .map(|i| ((i * 13 + rank * 7) % 11) as f32 - 5.0)
+            .collect::<Vec<_>>(),
+    )
+    .reshape([3, 4, 5, 5]);
+    (x, g)
+}
+
+fn bn_layer() -> (
+    crate::model::params::Params,
+    crate::model::layers::BatchNorm,
+) {
+    let mut p = crate::model::params::Params::new(Device::Cpu);
+    let bn = crate::model::layers::BatchNorm::new(&mut p, "bn", 4);
+    tch::no_grad(|| {
+        bn.weight
+            .shallow_clone()
+            .copy_(&Tensor::from_slice(&[1.0f32, 0.5, 2.0, -1.0]));
+        bn.bias
+            .shallow_clone()
+            .copy_(&Tensor::from_slice(&[0.0f32, 0.1, -0.2, 0.3]));
+    });
+    (p, bn)
+}
+
+/// SyncBatchNorm over two ranks computes what one BatchNorm computes on the two ranks' batches
+/// concatenated (PyTorch's definition of nn.SyncBatchNorm): outputs, running statistics, the
+/// gradient of every input (which depends on the other rank's samples through the shared
+/// statistics) and, summed over ranks as DDP's all-reduce does, the weight and bias gradients.
+#[test]
+fn sync_batchnorm_equals_batchnorm_on_the_global_batch() {
+    let out = on_ranks(2, 60.0, |d| {
+        let rank = d.rank();
+        let (p, bn) = bn_layer();
+        p.sync_batchnorm(Arc::new(d));
+        let (x, g) = bn_input(rank);
+        let x = x.set_requires_grad(true);
+        let y = bn.forward(&x, true);
+        (&y * &g).sum(Kind::Float).backward();
+        (
+            values(&y),
+            values(&x.grad()),
+            values(&bn.weight.grad()),
+            values(&bn.bias.grad()),
+            values(&bn.running_mean),
+            values(&bn.running_var),
+        )
+    });
+    let (_p, bn) = bn_layer();
+    let (x0, g0) = bn_input(0);
+    let (x1, g1) = bn_input(1);
+    let x = Tensor::cat(&[x0, x1], 0).set_requires_grad(true);
+    let g = Tensor::cat(&[g0, g1], 0);
+    let y = bn.forward(&x, true);
+    (&y * &g).sum(Kind::Float).backward();
+    let close = |got: &[f32], want: &[f32], what: &str| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{what}[{i}]: {a} vs {b}"
+            );
+        }
+    };
+    let (y_all, x_grad) = (values(&y), values(&x.grad()));
+    let half = y_all.len() / 2;
+    for (rank, o) in out.iter().enumerate() {
+        let part = rank * half..(rank + 1) * half;
+        close(&o.0, &y_all[part.clone()], &format!("rank {rank} output"));
+        close(&o.1, &x_grad[part], &format!("rank {rank} input gradient"));
+        close(&o.4, &values(&bn.running_mean), "running mean");
+        close(&o.5, &values(&bn.running_var), "running var");
+    }
+    let sum = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| a + b).collect::<Vec<f32>>();
+    let weight_grad = sum(&out[0].2, &out[1].2);
+    let bias_grad = sum(&out[0].3, &out[1].3);
+    close(&weight_grad, &values(&bn.weight.grad()), "weight gradient");
+    close(&bias_grad, &values(&bn.bias.grad()), "bias gradient");
+    // Without synchronisation each rank's output would differ (its own statistics): the check
+    // above can fail.
+    let (_p, alone) = bn_layer();
+    let (x0, _) = bn_input(0);
+    let own = values(&alone.forward(&x0, true));
+    assert!(own.iter().zip(&out[0].0).any(|(a, b)| (a - b).abs() > 1e-2));
+}

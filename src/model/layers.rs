@@ -1,9 +1,9 @@
 //! The few layers the networks need, holding tensors registered in a [`Params`].
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::init;
-use super::params::Params;
+use super::params::{Params, SyncSlot};
 
 /// `nn.Linear` (weight `[out, in]`).
 pub struct Linear {
@@ -134,13 +134,21 @@ impl LayerNorm {
 
 /// `nn.BatchNorm1d/2d` in training mode (batch statistics, running stats updated with
 /// momentum 0.1), or eval mode (running statistics).
+///
+/// With several ranks and `dist.sync_batchnorm` it is `nn.SyncBatchNorm`: the statistics are
+/// those of the global batch (every rank's samples), and the backward pass carries every rank's
+/// gradient through them, through libtorch's differentiable all-gather.
 pub struct BatchNorm {
     pub weight: Tensor,
     pub bias: Tensor,
     pub running_mean: Tensor,
     pub running_var: Tensor,
     pub num_batches_tracked: Tensor,
+    sync: SyncSlot,
 }
+
+const BN_MOMENTUM: f64 = 0.1;
+const BN_EPS: f64 = 1e-5;
 
 impl BatchNorm {
     pub fn new(p: &mut Params, name: &str, dim: i64) -> Self {
@@ -155,6 +163,7 @@ impl BatchNorm {
                 &format!("{name}.num_batches_tracked"),
                 Tensor::zeros([], (tch::Kind::Int64, dev)),
             ),
+            sync: p.sync_slot(),
         }
     }
 
@@ -164,16 +173,70 @@ impl BatchNorm {
                 let _ = self.num_batches_tracked.shallow_clone().g_add_scalar_(1);
             });
         }
+        if let Some(dist) = self.sync.get().filter(|d| train && d.is_distributed()) {
+            return self.forward_synced(x, dist);
+        }
         x.batch_norm(
             Some(&self.weight),
             Some(&self.bias),
             Some(&self.running_mean),
             Some(&self.running_var),
             train,
-            0.1,
-            1e-5,
+            BN_MOMENTUM,
+            BN_EPS,
             true,
         )
+    }
+
+    /// Training-mode batch norm with the global batch's statistics. Each rank's per-channel
+    /// mean, biased variance and count are gathered (differentiably) and combined as
+    /// `nn.SyncBatchNorm` does (count-weighted, with the spread of the means), so a rank's
+    /// gradient includes what its samples did to every other rank's normalisation.
+    fn forward_synced(&self, x: &Tensor, dist: &crate::dist::Dist) -> Tensor {
+        let kind = x.kind();
+        let xf = x.to_kind(Kind::Float);
+        let c = xf.size()[1];
+        let dims: Vec<i64> = (0..xf.dim() as i64).filter(|&d| d != 1).collect();
+        let mut shape = vec![1i64; xf.dim()];
+        shape[1] = c;
+        let local_mean = xf.mean_dim(dims.as_slice(), true, Kind::Float);
+        let local_var = (&xf - &local_mean)
+            .square()
+            .mean_dim(dims.as_slice(), false, Kind::Float);
+        let count = (xf.numel() as i64 / c.max(1)) as f64;
+        let counts = Tensor::full([1], count, (Kind::Float, xf.device()));
+        let packed = Tensor::cat(&[local_mean.reshape([c]), local_var, counts], 0);
+        let all = dist
+            .all_gather_autograd(&packed, "SyncBatchNorm statistics")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (means, vars, counts) = (
+            all.narrow(1, 0, c),
+            all.narrow(1, c, c),
+            all.narrow(1, 2 * c, 1),
+        );
+        let total = counts.sum(Kind::Float);
+        let mean = (&means * &counts).sum_dim_intlist(0, false, Kind::Float) / &total;
+        let var =
+            ((vars + (&means - &mean).square()) * &counts).sum_dim_intlist(0, false, Kind::Float)
+                / &total;
+        tch::no_grad(|| {
+            let n = total.double_value(&[]);
+            let unbiased = &var * (n / (n - 1.0).max(1.0));
+            let _ = self
+                .running_mean
+                .shallow_clone()
+                .g_mul_scalar_(1.0 - BN_MOMENTUM)
+                .g_add_(&(mean.detach() * BN_MOMENTUM));
+            let _ = self
+                .running_var
+                .shallow_clone()
+                .g_mul_scalar_(1.0 - BN_MOMENTUM)
+                .g_add_(&(unbiased * BN_MOMENTUM));
+        });
+        let scale = (&var + BN_EPS).rsqrt() * &self.weight;
+        let y = (xf - mean.reshape(shape.as_slice())) * scale.reshape(shape.as_slice())
+            + self.bias.reshape(shape.as_slice());
+        y.to_kind(kind)
     }
 }
 

@@ -24,10 +24,16 @@ pub struct Entry {
     pub role: Role,
 }
 
+/// Where a network's BatchNorm layers find the process group to synchronise their batch
+/// statistics over (SyncBatchNorm). Empty until `Engine::attach_dist` fills it, so a network is
+/// built the same way with or without ranks, and one alone never synchronises.
+pub type SyncSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::dist::Dist>>>;
+
 /// Registration-ordered tensors of one network.
 pub struct Params {
     device: Device,
     entries: Vec<Entry>,
+    sync: SyncSlot,
 }
 
 impl Params {
@@ -35,7 +41,19 @@ impl Params {
         Params {
             device,
             entries: Vec::new(),
+            sync: SyncSlot::default(),
         }
+    }
+
+    /// The slot this network's BatchNorm layers read (shared with every layer built from it).
+    pub fn sync_slot(&self) -> SyncSlot {
+        self.sync.clone()
+    }
+
+    /// Makes every BatchNorm of this network a SyncBatchNorm over `dist`'s ranks (in training
+    /// mode). A second call is ignored: a network joins one process group.
+    pub fn sync_batchnorm(&self, dist: std::sync::Arc<crate::dist::Dist>) {
+        let _ = self.sync.set(dist);
     }
 
     pub fn device(&self) -> Device {

@@ -197,6 +197,11 @@ impl Engine {
                 }
                 dist.broadcast(&self.loss.center, 0, "loss.center")
             })?;
+            // BatchNorm becomes SyncBatchNorm in both networks, as the official code's
+            // convert_sync_batchnorm: per-rank statistics would also make the replicas'
+            // running statistics drift apart (the teacher checksum catches that).
+            self.student.params.sync_batchnorm(dist.clone());
+            self.teacher.params.sync_batchnorm(dist.clone());
         }
         let mut scaled = self.cfg.clone();
         scaled.base_lr *= dist.world() as f64;
