@@ -238,10 +238,13 @@ mod tests {
     }
 
     /// JPEG records decode (with the decode stage's decoder) to within a few levels of the
-    /// picture: at quality 90 a mean absolute error of at most 2 levels per byte here.
+    /// picture. The stated tolerance, on this deliberately textured picture: a mean absolute
+    /// error of at most 3 levels per byte at quality ≥ 90 and 5 at quality 75, and a higher
+    /// quality never worse.
     #[test]
     fn jpeg_records_round_trip_within_tolerance() {
         let f = photo(160, 120);
+        let mut errors = Vec::new();
         for quality in [75u8, 90, 95] {
             let r = encode_record(
                 f.clone(),
@@ -262,9 +265,11 @@ mod tests {
                 .map(|(a, b)| (*a as f64 - *b as f64).abs())
                 .sum::<f64>()
                 / f.data().len() as f64;
-            let bound = if quality >= 90 { 2.0 } else { 4.0 };
+            let bound = if quality >= 90 { 3.0 } else { 5.0 };
             assert!(mae <= bound, "quality {quality}: mean abs error {mae}");
+            errors.push(mae);
         }
+        assert!(errors[0] > errors[1] && errors[1] > errors[2], "{errors:?}");
     }
 
     /// `auto`: noise does not compress, so it stays raw; a smooth picture becomes a JPEG.
