@@ -81,7 +81,7 @@ fn jpeg_resized_cache_builds_in_parallel_trains_and_exports_to_webdataset() {
     assert!(out.status.success(), "{t}");
     for want in [
         "records:  12 in",
-        "0 raw, 12 jpeg",
+        "kinds:    0 raw, 12 jpeg",
         "encoding: Jpeg (quality 85",
         "max_side 40",
         "\"image_folder\"",

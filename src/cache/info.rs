@@ -62,7 +62,7 @@ impl fmt::Display for CacheInfo {
         )?;
         writeln!(
             f,
-            "records:  {} raw, {jpeg} jpeg",
+            "kinds:    {} raw, {jpeg} jpeg",
             records - jpeg.min(records)
         )?;
         let Some(s) = &m.settings else {

@@ -61,6 +61,9 @@ impl Default for ReadOptions {
     }
 }
 
+/// How far a `pread` cache source reads ahead of the workers (see `read_ahead_bytes`).
+pub const READ_AHEAD_BYTES: u64 = 16 << 20;
+
 struct Shard {
     path: PathBuf,
     file: File,
@@ -279,6 +282,14 @@ impl IndexedSource for CacheSource {
                 self.options.lanes,
             ),
         }
+    }
+
+    /// With `pread`, every record read ahead is a fresh buffer: measured on 500×375 raw
+    /// records (one augment worker, AMD EPYC), 512 MiB in flight (the default
+    /// `decode.channel_bytes`) ran at 36-58 images/s, 128 MiB at 55, 64 MiB at 230 and 16 MiB
+    /// at 374 (the map: 338-353), so a pread cache reads at most 16 MiB ahead.
+    fn read_ahead_bytes(&self) -> Option<u64> {
+        (self.options.io == ReadIo::Pread).then_some(READ_AHEAD_BYTES)
     }
 
     fn read(&self, id: u64) -> Result<Payload, SourceError> {

@@ -434,6 +434,11 @@ pub trait IndexedSource: Send + Sync {
     fn epoch_order(&self, seed: u64, epoch: u64) -> Vec<u64> {
         epoch_order(seed, epoch, self.len())
     }
+    /// A tighter bound than `decode.channel_bytes` on the bytes the source thread may read
+    /// ahead, for sources whose reads are copies into fresh buffers (a `pread` shard cache).
+    fn read_ahead_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What one pass of a stream source needs from the run.

@@ -293,3 +293,52 @@ fn the_source_reads_in_its_configured_order() {
         crate::source::epoch_order(7, 0, 33)
     );
 }
+
+/// Several ranks: each walks `dist::Shard`'s slots of the one quasi-random order (as the source
+/// actor does), so per epoch their records are disjoint and together cover every whole global
+/// block; the order differs per epoch.
+#[test]
+fn ranks_read_disjoint_records_of_the_quasi_random_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = raw_writer(dir.path(), 4096);
+    for i in 0..50u64 {
+        push_raw(&mut w, i, None, frame(i as u8 + 1, 10, 10));
+    }
+    w.finish().unwrap();
+    let opts = ReadOptions {
+        order: ReadOrder::QuasiRandom,
+        window: 4,
+        lanes: 3,
+        ..Default::default()
+    };
+    let src = CacheSource::open_with(dir.path(), &opts).unwrap();
+    let (world, per_rank) = (3usize, 4usize);
+    let mut epochs = Vec::new();
+    for epoch in 0..2 {
+        let order = src.epoch_order(11, epoch);
+        let mut seen: Vec<u64> = Vec::new();
+        for rank in 0..world {
+            let shard = crate::dist::Shard {
+                rank,
+                world,
+                per_rank,
+            };
+            seen.extend(
+                shard
+                    .slots(0, src.len())
+                    .map(|s| order[s.position as usize]),
+            );
+        }
+        let whole = (50 / (world * per_rank) * world * per_rank) as usize;
+        assert_eq!(seen.len(), whole);
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), whole, "a record read by two ranks");
+        let mut want = order[..whole].to_vec();
+        want.sort_unstable();
+        assert_eq!(sorted, want);
+        epochs.push(seen);
+    }
+    assert_ne!(epochs[0], epochs[1]);
+}
