@@ -329,7 +329,7 @@ fn ranks_read_disjoint_records_of_the_quasi_random_order() {
                     .map(|s| order[s.position as usize]),
             );
         }
-        let whole = (50 / (world * per_rank) * world * per_rank) as usize;
+        let whole = 50 / (world * per_rank) * world * per_rank;
         assert_eq!(seen.len(), whole);
         let mut sorted = seen.clone();
         sorted.sort_unstable();
