@@ -40,6 +40,7 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     } else {
         u64::MAX
     };
+    let io_before = ProcIo::now();
     let pipeline = Pipeline::start(
         cfg,
         source,
@@ -75,6 +76,7 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
         );
     }
     let elapsed = measured_from.map_or(1e-9, |t| t.elapsed().as_secs_f64());
+    let io_after = ProcIo::now();
     stop.store(true, Ordering::SeqCst);
     let stage = |name: &str| {
         (
@@ -112,6 +114,15 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
                 *items as f64 / busy
             );
         }
+    }
+    if let (Some(a), Some(b)) = (io_before, io_after) {
+        let (read, disk) = (b.rchar - a.rchar, b.read_bytes - a.read_bytes);
+        println!(
+            "  reads: {:.1} MiB read, {:.1} MiB of it from disk ({:.1}%; /proc/self/io rchar, read_bytes)",
+            read as f64 / 1048576.0,
+            disk as f64 / 1048576.0,
+            100.0 * disk as f64 / read.max(1) as f64
+        );
     }
     let busy: f64 = stats.iter().map(|(_, _, b)| b).sum();
     if busy > 0.0 {
@@ -403,4 +414,27 @@ pub fn train(cfg: &PipelineConfig, steps: u64, warmup: u64) -> anyhow::Result<()
         tch::get_num_threads()
     );
     Ok(())
+}
+
+/// This process's I/O counters (`/proc/self/io`): `rchar` counts every byte read (page cache
+/// or not), `read_bytes` the bytes the kernel fetched from storage for it, so their ratio is
+/// the share of reads that went to disk.
+#[derive(Debug, Clone, Copy)]
+struct ProcIo {
+    rchar: u64,
+    read_bytes: u64,
+}
+
+impl ProcIo {
+    fn now() -> Option<ProcIo> {
+        let text = std::fs::read_to_string("/proc/self/io").ok()?;
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        Some(ProcIo {
+            rchar: field("rchar:")?,
+            read_bytes: field("read_bytes:")?,
+        })
+    }
 }

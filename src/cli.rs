@@ -193,6 +193,22 @@ pub enum CacheCommand {
         /// Cache directory.
         dir: PathBuf,
     },
+    /// Print a cache's records, bytes, encoding, source and build settings.
+    Info {
+        /// Cache directory.
+        dir: PathBuf,
+    },
+    /// Write the cache as WebDataset tar shards (`KEY.jpg` or `KEY.png`, `KEY.cls`).
+    Export {
+        /// Cache directory.
+        dir: PathBuf,
+        /// Output directory for `shard-NNNNNN.tar` files.
+        #[arg(long)]
+        webdataset: PathBuf,
+        /// Records per tar file.
+        #[arg(long, default_value_t = 10_000)]
+        per_tar: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,4 +1,4 @@
-//! The smaller subcommands: cache build/verify, k-NN evaluation, export.
+//! The smaller subcommands: cache build/verify/info/export, k-NN evaluation, export.
 
 use std::path::Path;
 
@@ -18,24 +18,28 @@ pub fn cache_build(cfg: &PipelineConfig, out: &Path) -> anyhow::Result<()> {
     let max_pixels = cfg.decode.max_pixels;
     let bar = crate::progress::bar(&format!("cache {}", out.display()));
     bar.set_length(source.epoch_len().unwrap_or(0));
-    let decode = |p: Payload| {
-        bar.inc(1);
-        match p {
-            Payload::Decoded(f) => Ok(f),
-            Payload::Encoded(bytes) => decode_image(&bytes, max_pixels).map_err(|e| e.to_string()),
-        }
+    let decode = |p: Payload| match p {
+        Payload::Decoded(f) => Ok(f),
+        Payload::Encoded(bytes) => decode_image(&bytes, max_pixels).map_err(|e| e.to_string()),
     };
     let mut on_skip = |what: &str, why: &str| tracing::warn!("skipped {what}: {why}");
+    let is_stream = matches!(source, crate::source::OpenedSource::Stream(_));
+    let options = cache::BuildOptions {
+        settings: cache::BuildSettings {
+            records: cfg.cache.record_settings(),
+            shard_bytes: cfg.cache.shard_bytes,
+            source: serde_json::to_value(&cfg.source).context("recording [source]")?,
+            seed: is_stream.then_some(cfg.train.seed),
+            max_pixels,
+        },
+        workers: cfg.cache.workers,
+        seed: cfg.train.seed,
+        max_pixels,
+    };
     let t = std::time::Instant::now();
-    let report = cache::build(
-        source,
-        out,
-        cfg.cache.shard_bytes,
-        cfg.train.seed,
-        cfg.decode.max_pixels,
-        &decode,
-        &mut on_skip,
-    )?;
+    let report = cache::build(source, out, &options, &decode, &mut on_skip, &|n| {
+        bar.set_position(n)
+    })?;
     bar.finish_and_clear();
     println!(
         "cache {}: {} images written, {} skipped, {} shards{} in {:.1}s",
@@ -53,8 +57,31 @@ pub fn cache_build(cfg: &PipelineConfig, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cache verify`: exits non-zero when any shard or record is damaged.
-pub fn cache_verify(dir: &Path) -> anyhow::Result<()> {
+/// `cache info`: what a cache holds and how it was built.
+pub fn cache_info(dir: &Path) -> anyhow::Result<()> {
+    check_cache_dir(dir)?;
+    print!("{}", cache::info(dir)?);
+    Ok(())
+}
+
+/// `cache export --webdataset OUT`: the cache as WebDataset tar shards.
+pub fn cache_export(dir: &Path, webdataset: &Path, per_tar: u64) -> anyhow::Result<()> {
+    check_cache_dir(dir)?;
+    let bar = crate::progress::bar(&format!("export {}", webdataset.display()));
+    bar.set_length(cache::info(dir)?.records());
+    let report = cache::export_webdataset(dir, webdataset, per_tar, &|n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    println!(
+        "{}: {} records in {} tar files, {} bytes",
+        webdataset.display(),
+        report.records,
+        report.tars,
+        report.bytes
+    );
+    Ok(())
+}
+
+fn check_cache_dir(dir: &Path) -> anyhow::Result<()> {
     if !dir.is_dir() {
         bail!("{}: no such directory", dir.display());
     }
@@ -65,6 +92,12 @@ pub fn cache_verify(dir: &Path) -> anyhow::Result<()> {
             cache::MANIFEST
         );
     }
+    Ok(())
+}
+
+/// `cache verify`: exits non-zero when any shard or record is damaged.
+pub fn cache_verify(dir: &Path) -> anyhow::Result<()> {
+    check_cache_dir(dir)?;
     let report = cache::verify(dir)?;
     for p in &report.problems {
         println!("{p}");

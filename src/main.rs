@@ -262,6 +262,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             dino_stream::commands::cache_build(&loaded.config, &out)
         }
         Command::Cache(CacheCommand::Verify { dir }) => dino_stream::commands::cache_verify(&dir),
+        Command::Cache(CacheCommand::Info { dir }) => dino_stream::commands::cache_info(&dir),
+        Command::Cache(CacheCommand::Export {
+            dir,
+            webdataset,
+            per_tar,
+        }) => dino_stream::commands::cache_export(&dir, &webdataset, per_tar),
         Command::Eval(EvalCommand::Knn {
             pipeline,
             sets,

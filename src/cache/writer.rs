@@ -1,20 +1,21 @@
-//! Writing shards: buffer records up to the shard size, then write header, table and pixels to a
-//! temporary file, fsync, rename, and only then list the shard in the manifest.
+//! Writing shards: buffer records up to the shard size, then write header, table and records to
+//! a temporary file, fsync, rename, fsync the directory, and only then list the shard in the
+//! manifest.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::format::{Record, ShardHeader, ENTRY_LEN, FORMAT_VERSION, HEADER_LEN};
-use super::{CacheError, Manifest, ManifestShard, MANIFEST};
-use crate::frame::Frame;
-use crate::source::{OpenedSource, PassEnd, Payload};
+use super::encoding::Encoded;
+use super::format::{Record, RecordKind, ShardHeader, ENTRY_LEN, FORMAT_VERSION, HEADER_LEN};
+use super::reader::parse_manifest;
+use super::{sync_dir, BuildSettings, CacheError, Manifest, ManifestShard, MANIFEST};
 
 /// Accumulates records for one shard at a time and commits whole shards.
 pub struct ShardWriter {
     dir: PathBuf,
     shard_bytes: u64,
     manifest: Manifest,
-    pending: Vec<(Record, Frame)>,
+    pending: Vec<(Record, Vec<u8>)>,
     pending_bytes: u64,
     /// Samples consumed (written or skipped) since the last committed shard.
     pending_consumed: u64,
@@ -23,20 +24,32 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// Opens `dir`, resuming after the shards its manifest lists (stray temporary files from an
-    /// interrupted build are removed).
-    pub fn open(dir: &Path, shard_bytes: u64) -> Result<Self, CacheError> {
+    /// interrupted build are removed). A cache built with other settings or from another source
+    /// is refused, naming what differs.
+    pub fn open(dir: &Path, settings: &BuildSettings) -> Result<Self, CacheError> {
         std::fs::create_dir_all(dir).map_err(CacheError::io(dir))?;
         let manifest_path = dir.join(MANIFEST);
         let manifest = if manifest_path.exists() {
             let text =
                 std::fs::read_to_string(&manifest_path).map_err(CacheError::io(&manifest_path))?;
-            serde_json::from_str(&text).map_err(|e| CacheError::Corrupt {
+            let manifest = parse_manifest(&text).map_err(|message| CacheError::Corrupt {
                 path: manifest_path.clone(),
-                message: e.to_string(),
-            })?
+                message,
+            })?;
+            if let Some(diff) = differences(manifest.settings.as_ref(), settings) {
+                return Err(CacheError::Corrupt {
+                    path: manifest_path,
+                    message: format!(
+                        "this cache was built with other settings ({diff}); build into a new \
+                         directory, or delete this one to rebuild it"
+                    ),
+                });
+            }
+            manifest
         } else {
             Manifest {
                 version: FORMAT_VERSION,
+                settings: Some(settings.clone()),
                 ..Default::default()
             }
         };
@@ -50,7 +63,7 @@ impl ShardWriter {
         }
         Ok(ShardWriter {
             dir: dir.to_path_buf(),
-            shard_bytes,
+            shard_bytes: settings.shard_bytes,
             manifest,
             pending: Vec::new(),
             pending_bytes: 0,
@@ -63,22 +76,23 @@ impl ShardWriter {
         &self.manifest
     }
 
-    /// Adds one decoded image (with its source id and label).
-    pub fn push(&mut self, id: u64, label: Option<u32>, frame: Frame) -> Result<(), CacheError> {
-        let len = frame.data().len() as u64;
+    /// Adds one encoded record (with its source id and label).
+    pub fn push(&mut self, id: u64, label: Option<u32>, rec: Encoded) -> Result<(), CacheError> {
+        let len = rec.bytes.len() as u64;
         if !self.pending.is_empty() && self.pending_bytes + len > self.shard_bytes {
             self.commit_shard()?;
         }
         let record = Record {
             offset: 0,
             len,
-            width: frame.width,
-            height: frame.height,
+            width: rec.width,
+            height: rec.height,
             label: label.map_or(-1, |l| l as i32),
-            crc: crc32fast::hash(frame.data()),
+            crc: crc32fast::hash(&rec.bytes),
             id,
+            kind: rec.kind,
         };
-        self.pending.push((record, frame));
+        self.pending.push((record, rec.bytes));
         self.pending_bytes += len;
         self.pending_consumed += 1;
         Ok(())
@@ -117,8 +131,8 @@ impl ShardWriter {
             w.write_all(&header.encode())
                 .map_err(CacheError::io(&tmp))?;
             w.write_all(&table).map_err(CacheError::io(&tmp))?;
-            for (_, frame) in &self.pending {
-                w.write_all(frame.data()).map_err(CacheError::io(&tmp))?;
+            for (_, bytes) in &self.pending {
+                w.write_all(bytes).map_err(CacheError::io(&tmp))?;
             }
             let file = w.into_inner().map_err(|e| CacheError::Io {
                 path: tmp.clone(),
@@ -127,9 +141,16 @@ impl ShardWriter {
             file.sync_all().map_err(CacheError::io(&tmp))?;
         }
         std::fs::rename(&tmp, &path).map_err(CacheError::io(&path))?;
+        sync_dir(&self.dir)?;
         self.manifest.shards.push(ManifestShard {
             file: name,
             records: self.pending.len() as u64,
+            bytes: offset,
+            jpeg: self
+                .pending
+                .iter()
+                .filter(|(r, _)| r.kind == RecordKind::Jpeg)
+                .count() as u64,
         });
         self.pending.clear();
         self.pending_bytes = 0;
@@ -148,7 +169,8 @@ impl ShardWriter {
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(CacheError::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(CacheError::io(&path))
+        std::fs::rename(&tmp, &path).map_err(CacheError::io(&path))?;
+        sync_dir(&self.dir)
     }
 
     /// Commits what is pending and marks the cache complete.
@@ -160,79 +182,51 @@ impl ShardWriter {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct BuildReport {
-    pub written: u64,
-    pub skipped: u64,
-    pub shards: usize,
-    /// Samples already in the cache when this build started (a resumed build).
-    pub resumed_from: u64,
+/// What differs between a cache's recorded settings and a new build's, as `key: old -> new`.
+fn differences(old: Option<&BuildSettings>, new: &BuildSettings) -> Option<String> {
+    let Some(old) = old else {
+        return Some("its manifest records no settings".into());
+    };
+    if old == new {
+        return None;
+    }
+    let flat = |s: &BuildSettings| {
+        let mut out = Vec::new();
+        flatten(
+            "",
+            &serde_json::to_value(s).expect("settings serialise"),
+            &mut out,
+        );
+        out
+    };
+    let (a, b) = (flat(old), flat(new));
+    let mut diffs: Vec<String> = b
+        .iter()
+        .filter_map(|(k, v)| {
+            let was = a.iter().find(|(ka, _)| ka == k).map(|(_, v)| v.as_str());
+            (was != Some(v.as_str())).then(|| format!("{k}: {} -> {v}", was.unwrap_or("unset")))
+        })
+        .collect();
+    diffs.extend(
+        a.iter()
+            .filter(|(k, _)| !b.iter().any(|(kb, _)| kb == k))
+            .map(|(k, v)| format!("{k}: {v} -> unset")),
+    );
+    Some(diffs.join(", "))
 }
 
-/// Decodes a whole source, in id order, into shards under `dir`. `decode` turns a payload into a
-/// frame or an error message; `on_skip(description, message)` hears about each sample skipped.
-/// A stream source (video) is read as its epoch 0 with `seed` and `max_pixels`.
-#[allow(clippy::too_many_arguments)]
-pub fn build(
-    source: OpenedSource,
-    dir: &Path,
-    shard_bytes: u64,
-    seed: u64,
-    max_pixels: u64,
-    decode: &dyn Fn(Payload) -> Result<Frame, String>,
-    on_skip: &mut dyn FnMut(&str, &str),
-) -> Result<BuildReport, CacheError> {
-    let mut writer = ShardWriter::open(dir, shard_bytes)?;
-    let resumed_from = writer.manifest().consumed;
-    let mut report = BuildReport {
-        resumed_from,
-        ..Default::default()
-    };
-    if writer.manifest().complete {
-        report.shards = writer.manifest().shards.len();
-        return Ok(report);
-    }
-    match source {
-        OpenedSource::Indexed(src) => {
-            for id in resumed_from..src.len() {
-                let frame = src.read(id).map_err(|e| e.to_string()).and_then(decode);
-                match frame {
-                    Ok(f) => {
-                        writer.push(id, src.label(id), f)?;
-                        report.written += 1;
-                    }
-                    Err(message) => {
-                        on_skip(&src.describe(id), &message);
-                        writer.skip();
-                        report.skipped += 1;
-                    }
-                }
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
             }
         }
-        OpenedSource::Stream(mut src) => {
-            let mut result = Ok(());
-            let mut emit = |pos: u64, frame: Frame| match writer.push(pos, None, frame) {
-                Ok(()) => {
-                    report.written += 1;
-                    true
-                }
-                Err(e) => {
-                    result = Err(e);
-                    false
-                }
-            };
-            let pass = crate::source::Pass {
-                seed,
-                epoch: 0,
-                start: resumed_from,
-                max_pixels,
-            };
-            if src.run_pass(&pass, &mut emit, on_skip) == PassEnd::Stopped {
-                result?;
-            }
-        }
+        other => out.push((prefix.to_string(), other.to_string())),
     }
-    let manifest = writer.finish()?;
-    report.shards = manifest.shards.len();
-    Ok(report)
 }

@@ -331,12 +331,16 @@ impl Pipeline {
         let gate = ReorderGate::new(window);
         // The links that carry images are bounded in bytes too (decode.channel_bytes); the crops
         // after them are bounded by the crop pool and batcher.buffer_bytes.
-        let (src_tx, src_rx) = bounded_bytes::<Sourced>(
-            "source",
-            cfg.decode.channel_capacity,
-            cfg.decode.channel_bytes,
-            metrics,
-        );
+        let source_bytes = match &source {
+            OpenedSource::Indexed(src) => src
+                .read_ahead_bytes()
+                .map_or(cfg.decode.channel_bytes, |b| {
+                    b.min(cfg.decode.channel_bytes)
+                }),
+            OpenedSource::Stream(_) => cfg.decode.channel_bytes,
+        };
+        let (src_tx, src_rx) =
+            bounded_bytes::<Sourced>("source", cfg.decode.channel_capacity, source_bytes, metrics);
         let (aug_tx, aug_rx) =
             bounded::<Augmented>("augment", cfg.augment.channel_capacity, metrics);
         let (batch_tx, batch_rx) = bounded::<Batch>("batch", cfg.batcher.channel_capacity, metrics);

@@ -13,7 +13,7 @@ use super::{SampleMeta, Sourced};
 use crate::batch::Cursor;
 use crate::dist::{Shard, Slot};
 use crate::metrics::Metrics;
-use crate::source::{epoch_order, OpenedSource, Pass, PassEnd, Payload};
+use crate::source::{OpenedSource, Pass, PassEnd, Payload};
 
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
@@ -49,7 +49,7 @@ pub fn spawn(
             match source {
                 OpenedSource::Indexed(src) => {
                     for epoch in start.epoch..epochs {
-                        let order = epoch_order(seed, epoch, src.len());
+                        let order = src.epoch_order(seed, epoch);
                         let from = if epoch == start.epoch { start.position } else { 0 };
                         for slot in shard.slots(from, src.len()) {
                             let id = order[slot.position as usize];

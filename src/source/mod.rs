@@ -116,6 +116,27 @@ pub enum SourceConfig {
         /// Use at most this many samples.
         #[serde(default)]
         limit: Option<u64>,
+        /// Cache: `random` (a seeded permutation of all records) or `quasi_random` (shards,
+        /// windows of `window` records within them, and records within blocks of `lanes`
+        /// windows shuffled per epoch: reads stay within a few windows at a time, so a cache
+        /// larger than the page cache does not thrash).
+        #[serde(default)]
+        order: crate::cache::ReadOrder,
+        /// Cache, `quasi_random`: consecutive records read together.
+        #[serde(default = "default_cache_window")]
+        window: u64,
+        /// Cache, `quasi_random`: windows (from different places of the cache) mixed at a time.
+        #[serde(default = "default_cache_lanes")]
+        lanes: u64,
+        /// Cache: check each record's CRC32 the first time it is read in this process (a
+        /// mismatch skips the sample and counts it).
+        #[serde(default)]
+        verify: bool,
+        /// Cache: `pread` (copy each record into its own buffer: a shard truncated while in use
+        /// is a skipped sample) or `mmap` (no copy of raw records, but a shard truncated while
+        /// mapped kills the process with SIGBUS).
+        #[serde(default)]
+        io: crate::cache::ReadIo,
     },
 }
 
@@ -130,6 +151,12 @@ fn default_ffmpeg_threads() -> u32 {
 }
 fn default_max_side() -> u32 {
     512
+}
+fn default_cache_window() -> u64 {
+    64
+}
+fn default_cache_lanes() -> u64 {
+    8
 }
 fn default_synthetic_count() -> u64 {
     1024
@@ -251,13 +278,24 @@ impl SourceConfig {
                     "must be > 0".into()
                 });
             }
-            SourceConfig::ImageFolder { path, .. }
-            | SourceConfig::Idx { path, .. }
-            | SourceConfig::Cache { path, .. } => {
+            SourceConfig::Cache {
+                path,
+                window,
+                lanes,
+                ..
+            } => {
                 problems.check(!path.as_os_str().is_empty(), &format!("{key}.path"), || {
                     "must not be empty".into()
-                })
+                });
+                problems.check(*window > 0, &format!("{key}.window"), || {
+                    "must be > 0".into()
+                });
+                problems.check(*lanes > 0, &format!("{key}.lanes"), || "must be > 0".into());
             }
+            SourceConfig::ImageFolder { path, .. } | SourceConfig::Idx { path, .. } => problems
+                .check(!path.as_os_str().is_empty(), &format!("{key}.path"), || {
+                    "must not be empty".into()
+                }),
         }
     }
 
@@ -278,8 +316,26 @@ impl SourceConfig {
             } => OpenedSource::Indexed(Arc::new(SyntheticSource::new(
                 *count, *width, *height, *classes,
             ))),
-            SourceConfig::Cache { path, limit } => {
-                OpenedSource::Indexed(Arc::new(crate::cache::CacheSource::open(path, *limit)?))
+            SourceConfig::Cache {
+                path,
+                limit,
+                order,
+                window,
+                lanes,
+                verify,
+                io,
+            } => {
+                let options = crate::cache::ReadOptions {
+                    limit: *limit,
+                    order: *order,
+                    window: *window,
+                    lanes: *lanes,
+                    verify: *verify,
+                    io: *io,
+                };
+                OpenedSource::Indexed(Arc::new(crate::cache::CacheSource::open_with(
+                    path, &options,
+                )?))
             }
             SourceConfig::Video { path, .. } => open_video(path, self)?,
         })
@@ -372,6 +428,17 @@ pub trait IndexedSource: Send + Sync {
     }
     /// A name for the sample in logs (a path, or `file#index`).
     fn describe(&self, id: u64) -> String;
+    /// The ids of one epoch in reading order: a pure function of (seed, epoch), the same on
+    /// every rank. Most sources use [`epoch_order`]; a shard cache may read in a page-cache
+    /// friendly order (`quasi_random`).
+    fn epoch_order(&self, seed: u64, epoch: u64) -> Vec<u64> {
+        epoch_order(seed, epoch, self.len())
+    }
+    /// A tighter bound than `decode.channel_bytes` on the bytes the source thread may read
+    /// ahead, for sources whose reads are copies into fresh buffers (a `pread` shard cache).
+    fn read_ahead_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What one pass of a stream source needs from the run.
