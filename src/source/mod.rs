@@ -205,6 +205,14 @@ impl SourceConfig {
         }
     }
 
+    /// The key naming what the source reads (for problems found when opening it).
+    pub fn path_key(&self) -> &'static str {
+        match self {
+            SourceConfig::Webdataset { .. } => "urls",
+            _ => "path",
+        }
+    }
+
     /// Whether an epoch's length is known before reading it.
     pub fn has_known_length(&self) -> bool {
         !matches!(
