@@ -7,13 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use dino_stream::batch::{Batch, Cursor};
 use dino_stream::config::{load, LoadOptions, PipelineConfig};
-use dino_stream::metrics::Metrics;
-use dino_stream::pipeline::Pipeline;
 use dino_stream::source::{IndexedSource, OpenedSource, Payload, SourceConfig};
 
 #[derive(Debug, serde::Deserialize)]
@@ -80,18 +77,7 @@ fn config(dir: &Path, source: &str, sets: &[&str]) -> PipelineConfig {
 }
 
 fn batches(cfg: &PipelineConfig, start: Cursor, n: usize) -> Vec<Batch> {
-    let metrics = Metrics::new();
-    let p = Pipeline::start(
-        cfg,
-        cfg.source.open().unwrap(),
-        start,
-        cfg.train.epochs,
-        &metrics,
-        Arc::new(AtomicBool::new(false)),
-    );
-    let out: Vec<Batch> = (0..n).map_while(|_| p.batches.recv()).collect();
-    p.shutdown();
-    out
+    common::pipeline_batches(cfg, start, n)
 }
 
 #[test]

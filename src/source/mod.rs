@@ -293,7 +293,7 @@ impl SourceConfig {
                         format!("only local paths are read, got {url:?}")
                     });
                     if let Err(e) = braces::expand(url) {
-                        problems.push(&format!("{key}.urls"), e.to_string());
+                        problems.push(format!("{key}.urls"), e.to_string());
                     }
                 }
                 problems.check(!label_key.is_empty(), &format!("{key}.label_key"), || {

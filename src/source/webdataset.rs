@@ -444,7 +444,6 @@ fn scan_shard(path: &Path, label_key: &str) -> std::io::Result<ShardScan> {
             }
             g.others.push(format!(".{ext}"));
         }
-        drop(archive);
         let Some(e) = failed else { break };
         // A header that fails its checksum (or cannot be read whole): search for the next valid
         // one and carry on from there; the lost member is a sample that is skipped and counted.
