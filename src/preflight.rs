@@ -64,7 +64,7 @@ pub fn check(
     if opened.is_none() {
         match cfg.source.open() {
             Ok(s) => main = Some(s),
-            Err(e) => problems.push("source.path", e.to_string()),
+            Err(e) => problems.push(format!("source.{}", cfg.source.path_key()), e.to_string()),
         }
     }
     if let Some(source) = opened.or(main.as_ref()) {
@@ -76,7 +76,7 @@ pub fn check(
         for (key, src) in [("eval.knn.train", &knn.train), ("eval.knn.test", &knn.test)] {
             if let Err(e) = src.open() {
                 problems.push(
-                    format!("{key}.path"),
+                    format!("{key}.{}", src.path_key()),
                     format!(
                         "{e} (the k-NN evaluation after training reads it; switch the evaluation \
                          off with `run --no-eval` or eval.knn.enabled = false)"

@@ -40,11 +40,11 @@ fn a_bad_pipeline_is_rejected_with_file_key_and_exit_code_2() {
 fn a_source_kind_is_a_closed_set() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[source]\ntype = \"webdataset\"\npath = \"x\"\n").unwrap();
+    std::fs::write(&path, "[source]\ntype = \"parquet\"\npath = \"x\"\n").unwrap();
     let out = run_in(dir.path(), &["validate", path.to_str().unwrap()]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
-    assert!(t.contains("source") && t.contains("webdataset"), "{t}");
+    assert!(t.contains("source") && t.contains("parquet"), "{t}");
 }
 
 #[test]

@@ -236,6 +236,7 @@ fn defaults() -> (
         ("video", "path = \"x\""),
         ("synthetic", ""),
         ("cache", "path = \"x\""),
+        ("webdataset", "urls = \"x\""),
     ] {
         let cfg: PipelineConfig =
             toml::from_str(&format!("[source]\ntype = \"{kind}\"\n{body}\n")).unwrap();
@@ -288,7 +289,7 @@ fn generate() -> (String, Vec<String>) {
         };
         let default = match default {
             // The stand-in that `defaults()` gives required paths.
-            Some(d) if d == "\"x\"" => "(required)".to_string(),
+            Some(d) if d == "\"x\"" || d == "[\"x\"]" => "(required)".to_string(),
             Some(d) => format!("`{d}`"),
             None if row.key.ends_with(".type") => "`synthetic`".to_string(),
             None => "(unset)".to_string(),

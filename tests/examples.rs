@@ -42,6 +42,32 @@ fn sandbox(root: &Path) {
     for d in ["my-images", "pets/train", "pets/val"] {
         std::os::unix::fs::symlink(data.join("imagenet/train"), data.join(d)).unwrap();
     }
+    // pipelines/webdataset.toml's two tar shards, from the ImageNet-layout folder's images.
+    let wds = data.join("imagenet-wds");
+    std::fs::create_dir_all(&wds).unwrap();
+    for (shard, class) in ["class_0", "class_1"].iter().enumerate() {
+        let file = std::fs::File::create(wds.join(format!("train-{shard:06}.tar"))).unwrap();
+        let mut tar = tar::Builder::new(file);
+        let dir = data.join("imagenet/train").join(class);
+        let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let name = e.file_name().to_string_lossy().into_owned();
+            tar.append_path_with_name(e.path(), format!("{class}/{name}"))
+                .unwrap();
+            let key = name.trim_end_matches(".jpg");
+            let mut h = tar::Header::new_ustar();
+            h.set_size(1);
+            h.set_mode(0o644);
+            tar.append_data(
+                &mut h,
+                format!("{class}/{key}.cls"),
+                &[b'0' + shard as u8][..],
+            )
+            .unwrap();
+        }
+        tar.finish().unwrap();
+    }
     // Fashion-MNIST's four IDX files, 200 training and 50 test images.
     let fm = root.join("fashion-mnist");
     std::fs::create_dir_all(&fm).unwrap();
@@ -171,6 +197,7 @@ fn shipped_pipelines_validate() {
         "pipelines/quickstart.toml",
         "pipelines/imagenet.toml",
         "pipelines/video.toml",
+        "pipelines/webdataset.toml",
     ] {
         let out = run_in(dir.path(), &["validate", p]);
         assert!(out.status.success(), "{p}: {}", text(&out));

@@ -5,13 +5,8 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
 use dino_stream::batch::{Batch, Cursor};
 use dino_stream::config::{load, LoadOptions, PipelineConfig};
-use dino_stream::metrics::Metrics;
-use dino_stream::pipeline::Pipeline;
 
 fn config(
     dir: &std::path::Path,
@@ -50,19 +45,7 @@ fn config_with(
 }
 
 fn batches(cfg: &PipelineConfig, start: Cursor, n: usize) -> Vec<Batch> {
-    let metrics = Metrics::new();
-    let source = cfg.source.open().unwrap();
-    let p = Pipeline::start(
-        cfg,
-        source,
-        start,
-        cfg.train.epochs,
-        &metrics,
-        Arc::new(AtomicBool::new(false)),
-    );
-    let out: Vec<Batch> = (0..n).map_while(|_| p.batches.recv()).collect();
-    p.shutdown();
-    out
+    common::pipeline_batches(cfg, start, n)
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::{IndexedSource, Payload, SourceError};
 
 /// Extensions decoded (compared case-insensitively); the image crate decodes each.
-const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"];
+pub(super) const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"];
 
 /// The largest image file read (a 64-Mpixel PNG, `decode.max_pixels`' default, stays below it).
 pub const MAX_FILE_BYTES: u64 = 256 << 20;

@@ -5,11 +5,13 @@
 //! that order is the resume cursor. A stream source (video) yields frames in file order; its
 //! position is the index of the emitted frame within the pass.
 
+pub mod braces;
 mod idx;
 mod image_folder;
 mod synthetic;
 #[cfg(feature = "video")]
 pub mod video;
+pub mod webdataset;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +27,7 @@ pub use image_folder::ImageFolderSource;
 pub use synthetic::SyntheticSource;
 #[cfg(feature = "video")]
 pub use video::VideoSource;
+pub use webdataset::WebDatasetSource;
 
 /// `[source]`: a closed set of kinds, tagged by `type`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -109,6 +112,21 @@ pub enum SourceConfig {
         #[serde(default = "default_synthetic_classes")]
         classes: u32,
     },
+    /// WebDataset tar shards, read in place (local files only, no URLs): each key's
+    /// `.jpg`/`.jpeg`/`.png`/`.webp` member is a sample, its `.cls` (or `.json`) the label.
+    Webdataset {
+        /// Shard paths: one string or a list, each a brace pattern such as
+        /// `data/shard-{000000..000099}.tar` or `{train,extra}-{0..9}.tar` (local files only).
+        #[serde(deserialize_with = "webdataset::one_or_many")]
+        urls: Vec<String>,
+        /// `.json` members: the key holding the integer class (a `.cls` member, plain integer
+        /// text, wins when a sample has both).
+        #[serde(default = "default_label_key")]
+        label_key: String,
+        /// Use at most this many samples.
+        #[serde(default)]
+        limit: Option<u64>,
+    },
     /// A shard cache made by `dino-stream cache build`.
     Cache {
         /// Directory to read (video: a file, a directory of files, or a stream URL).
@@ -140,6 +158,9 @@ pub enum SourceConfig {
     },
 }
 
+fn default_label_key() -> String {
+    "label".into()
+}
 fn default_stride() -> u32 {
     1
 }
@@ -207,6 +228,15 @@ impl SourceConfig {
             SourceConfig::Video { .. } => "video",
             SourceConfig::Synthetic { .. } => "synthetic",
             SourceConfig::Cache { .. } => "cache",
+            SourceConfig::Webdataset { .. } => "webdataset",
+        }
+    }
+
+    /// The key naming what the source reads (for problems found when opening it).
+    pub fn path_key(&self) -> &'static str {
+        match self {
+            SourceConfig::Webdataset { .. } => "urls",
+            _ => "path",
         }
     }
 
@@ -278,6 +308,25 @@ impl SourceConfig {
                     "must be > 0".into()
                 });
             }
+            SourceConfig::Webdataset {
+                urls, label_key, ..
+            } => {
+                problems.check(!urls.is_empty(), &format!("{key}.urls"), || {
+                    "must name at least one shard".into()
+                });
+                for url in urls {
+                    let local = !url.contains("://") && !url.starts_with("pipe:");
+                    problems.check(local, &format!("{key}.urls"), || {
+                        format!("only local paths are read, got {url:?}")
+                    });
+                    if let Err(e) = braces::expand(url) {
+                        problems.push(format!("{key}.urls"), e.to_string());
+                    }
+                }
+                problems.check(!label_key.is_empty(), &format!("{key}.label_key"), || {
+                    "must not be empty".into()
+                });
+            }
             SourceConfig::Cache {
                 path,
                 window,
@@ -337,6 +386,17 @@ impl SourceConfig {
                     path, &options,
                 )?))
             }
+            SourceConfig::Webdataset {
+                urls,
+                label_key,
+                limit,
+            } => OpenedSource::Indexed(Arc::new(WebDatasetSource::open(
+                &webdataset::WebDatasetOptions {
+                    urls: urls.clone(),
+                    limit: *limit,
+                    label_key: label_key.clone(),
+                },
+            )?)),
             SourceConfig::Video { path, .. } => open_video(path, self)?,
         })
     }

@@ -252,3 +252,23 @@ pub fn spawn_run(
 
 /// A synthetic source large enough that a run outlives any test that watches it.
 pub const ENDLESS_SYNTHETIC: &str = "type = \"synthetic\"\ncount = 4096\nwidth = 48\nheight = 48";
+
+/// The first `n` batches of the data pipeline of `cfg` from `start` (no trainer).
+pub fn pipeline_batches(
+    cfg: &dino_stream::config::PipelineConfig,
+    start: dino_stream::batch::Cursor,
+    n: usize,
+) -> Vec<dino_stream::batch::Batch> {
+    let metrics = dino_stream::metrics::Metrics::new();
+    let p = dino_stream::pipeline::Pipeline::start(
+        cfg,
+        cfg.source.open().unwrap(),
+        start,
+        cfg.train.epochs,
+        &metrics,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let out: Vec<_> = (0..n).map_while(|_| p.batches.recv()).collect();
+    p.shutdown();
+    out
+}
