@@ -171,6 +171,7 @@ fn shipped_pipelines_validate() {
         "pipelines/quickstart.toml",
         "pipelines/imagenet.toml",
         "pipelines/video.toml",
+        "pipelines/live.toml",
     ] {
         let out = run_in(dir.path(), &["validate", p]);
         assert!(out.status.success(), "{p}: {}", text(&out));
