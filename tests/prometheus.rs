@@ -203,6 +203,7 @@ fn prometheus_scrapes_the_video_panels_from_a_live_run() {
     assert!(rate.is_some_and(|r| r > 0.0), "decoded frames/s: {rate:?}");
 }
 
+#[cfg(feature = "video")]
 fn spawn_prometheus(
     prom: &std::path::Path,
     dir: &std::path::Path,
