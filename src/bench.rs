@@ -256,9 +256,11 @@ fn stream_decode_only(
     }
     let fps = frames as f64 / t.elapsed().as_secs_f64();
     let (sampling, decoders) = match &cfg.source {
-        crate::source::SourceConfig::Video {
-            sampling, decoders, ..
-        } => (
+        crate::source::SourceConfig::Video(crate::source::VideoConfig {
+            sampling,
+            decoders,
+            ..
+        }) => (
             format!("{sampling:?}").to_lowercase(),
             match sampling {
                 crate::source::VideoSampling::Sequential => 1,

@@ -73,11 +73,21 @@ fn parse(text: &str, out: &mut Source) {
             } else if !is_struct && in_variant && (l == "}," || l == "}") {
                 in_variant = false;
             } else if !is_struct && !in_variant && l.ends_with(',') && !l.contains(':') {
-                variants.push((
-                    snake(l.trim_end_matches(',')),
-                    std::mem::take(&mut doc),
-                    Vec::new(),
-                ));
+                // `Unit,` or `Newtype(Struct),`: a newtype's fields are its struct's, marked
+                // here by a nameless field of that type and expanded by `walk`.
+                let v = l.trim_end_matches(',');
+                let (v, inner) = match v.split_once('(') {
+                    Some((v, t)) => (
+                        v,
+                        vec![Field {
+                            name: String::new(),
+                            ty: t.trim_end_matches(')').to_string(),
+                            doc: String::new(),
+                        }],
+                    ),
+                    None => (v, Vec::new()),
+                };
+                variants.push((snake(v), std::mem::take(&mut doc), inner));
             } else if let Some(f) = l.strip_prefix("pub ").or(in_variant.then_some(l)) {
                 if let Some((fname, ty)) = f.split_once(':') {
                     let field = Field {
@@ -163,7 +173,14 @@ fn walk(src: &Source, ty: &str, prefix: &str, rows: &mut Vec<Row>) {
         let mut by_field: BTreeMap<String, (Vec<String>, String)> = BTreeMap::new();
         let mut order = Vec::new();
         for (kind, _, fields) in variants {
-            for f in fields {
+            let expanded: Vec<&Field> = fields
+                .iter()
+                .flat_map(|f| match (f.name.is_empty(), src.structs.get(&f.ty)) {
+                    (true, Some(inner)) => inner.iter().collect(),
+                    _ => vec![f],
+                })
+                .collect();
+            for f in expanded {
                 let e = by_field.entry(f.name.clone()).or_insert_with(|| {
                     order.push(f.name.clone());
                     (Vec::new(), String::new())

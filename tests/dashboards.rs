@@ -15,6 +15,14 @@ fn exported_names() -> BTreeSet<String> {
     m.channel_depth.with_label_values(&["x"]);
     m.channel_capacity.with_label_values(&["x"]);
     m.knn_accuracy.with_label_values(&["x"]);
+    // A video source registers its per-input families when it runs.
+    let video = std::sync::Arc::new(dino_stream::source::video_stats::VideoStats::default());
+    video.input("x", true);
+    m.registry
+        .register(Box::new(
+            dino_stream::source::video_stats::VideoCollector::new(video),
+        ))
+        .unwrap();
     let mut names = BTreeSet::new();
     for family in m.registry.gather() {
         let name = family.name().to_string();

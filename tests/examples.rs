@@ -197,6 +197,7 @@ fn shipped_pipelines_validate() {
         "pipelines/quickstart.toml",
         "pipelines/imagenet.toml",
         "pipelines/video.toml",
+        "pipelines/live.toml",
         "pipelines/webdataset.toml",
     ] {
         let out = run_in(dir.path(), &["validate", p]);

@@ -13,22 +13,24 @@ use std::sync::atomic::Ordering;
 use common::ffmpeg;
 use dino_stream::source::video::index::{self, Origin};
 use dino_stream::source::video::plan::{self, Sampling};
-use dino_stream::source::video::VideoOptions;
-use dino_stream::source::{Pass, PassEnd, StreamSource, VideoSampling, VideoSource};
+use dino_stream::source::{Pass, PassEnd, StreamSource, VideoConfig, VideoSampling, VideoSource};
 
-fn options(sampling: VideoSampling, cache: &Path) -> VideoOptions {
-    VideoOptions {
+fn options(sampling: VideoSampling, cache: &Path) -> VideoConfig {
+    VideoConfig {
         sampling,
-        stride: 1,
-        limit: None,
-        start_seconds: None,
-        end_seconds: None,
         shuffle_buffer: 24,
         decoders: 2,
-        threads: 1,
         max_side: 0,
         index_cache: Some(cache.to_path_buf()),
+        ..VideoConfig::new("")
     }
+}
+
+fn open_at(path: &Path, o: VideoConfig) -> Result<VideoSource, dino_stream::source::SourceError> {
+    VideoSource::open(VideoConfig {
+        path: path.to_path_buf(),
+        ..o
+    })
 }
 
 fn pass(epoch: u64, start: u64) -> Pass {
@@ -145,7 +147,7 @@ fn random_sampling_seeks_to_the_right_frames_in_every_container() {
     let (videos, cache) = (dir.path().join("v"), dir.path().join("cache"));
     std::fs::create_dir_all(&videos).unwrap();
     let files = make_videos(&videos);
-    let mut src = VideoSource::open(&videos, options(VideoSampling::Random, &cache)).unwrap();
+    let mut src = open_at(&videos, options(VideoSampling::Random, &cache)).unwrap();
     // The directory is searched recursively, in sorted path order.
     let mut sorted = files.clone();
     sorted.sort();
@@ -213,7 +215,7 @@ fn one_and_three_decoders_give_identical_frames_and_resume_decodes_no_prefix() {
         o
     };
     let run = |decoders: usize, start: u64| {
-        let mut src = VideoSource::open(&videos, opts(decoders)).unwrap();
+        let mut src = open_at(&videos, opts(decoders)).unwrap();
         let (frames, _) = collect(&mut src, &pass(3, start));
         (frames, src.stats().decoded.load(Ordering::Relaxed))
     };
@@ -233,7 +235,7 @@ fn one_and_three_decoders_give_identical_frames_and_resume_decodes_no_prefix() {
     // What a resume may decode: in each unit that still holds a frame at a position >= start,
     // from its keyframe to its last such frame (plus a few pictures of decoder delay and open
     // GOPs' leading frames per unit); nothing of the units wholly before the cursor.
-    let src = VideoSource::open(&videos, opts(1)).unwrap();
+    let src = open_at(&videos, opts(1)).unwrap();
     let idx: Vec<_> = src
         .files()
         .iter()
@@ -311,7 +313,7 @@ fn a_resolution_change_and_corrupt_bytes_do_not_end_the_file() {
         joined.to_str().unwrap(),
     ]);
     for sampling in [VideoSampling::Sequential, VideoSampling::Random] {
-        let mut src = VideoSource::open(&joined, options(sampling, &cache)).unwrap();
+        let mut src = open_at(&joined, options(sampling, &cache)).unwrap();
         let (frames, skips) = collect(&mut src, &pass(0, 0));
         let sizes: std::collections::BTreeSet<(u32, u32)> =
             frames.iter().map(|f| (f.1, f.2)).collect();
@@ -346,7 +348,7 @@ fn a_resolution_change_and_corrupt_bytes_do_not_end_the_file() {
     let broken = dir.path().join("broken.mp4");
     std::fs::write(&broken, bytes).unwrap();
     for sampling in [VideoSampling::Sequential, VideoSampling::Random] {
-        let mut src = VideoSource::open(&broken, options(sampling, &cache)).unwrap();
+        let mut src = open_at(&broken, options(sampling, &cache)).unwrap();
         let (frames, skips) = collect(&mut src, &pass(0, 0));
         let stats = src.stats();
         // Frames on both sides of the damage come out; what could not be decoded is counted.
@@ -408,7 +410,7 @@ fn playlists_lists_max_side_max_pixels_and_the_index_cache() {
     .unwrap();
     let mut o = options(VideoSampling::Random, &cache);
     o.max_side = 64;
-    let mut src = VideoSource::open(&list, o.clone()).unwrap();
+    let mut src = open_at(&list, o.clone()).unwrap();
     assert_eq!(src.files(), &[dir.path().join("wide.mp4")]);
     let (frames, skips) = collect(&mut src, &pass(0, 0));
     assert_eq!(frames.len(), 25);
@@ -427,7 +429,7 @@ fn playlists_lists_max_side_max_pixels_and_the_index_cache() {
         "the playlist reached the network"
     );
     // The sequential reader opens local files the same way.
-    let mut seq = VideoSource::open(&evil, options(VideoSampling::Sequential, &cache)).unwrap();
+    let mut seq = open_at(&evil, options(VideoSampling::Sequential, &cache)).unwrap();
     let (frames, skips) = collect(&mut seq, &pass(0, 0));
     assert!(frames.is_empty() && skips.len() == 1, "{skips:?}");
     assert!(
@@ -436,7 +438,7 @@ fn playlists_lists_max_side_max_pixels_and_the_index_cache() {
     );
 
     // decode.max_pixels applies to frames: every frame is skipped, naming the limit.
-    let mut src = VideoSource::open(&video, o.clone()).unwrap();
+    let mut src = open_at(&video, o.clone()).unwrap();
     let mut p = pass(0, 0);
     p.max_pixels = 320 * 180 - 1;
     let (frames, skips) = collect(&mut src, &p);
@@ -462,8 +464,55 @@ fn playlists_lists_max_side_max_pixels_and_the_index_cache() {
     );
 
     // A URL cannot be sampled at random.
-    let e = VideoSource::open(Path::new("rtsp://127.0.0.1:1/x"), o)
-        .err()
-        .unwrap();
+    let e = open_at(Path::new("rtsp://127.0.0.1:1/x"), o).err().unwrap();
     assert!(e.to_string().contains("sequential"), "{e}");
+}
+
+#[test]
+fn sequential_shuffle_buffer_mixes_frames_within_its_bounds_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let video = dir.path().join("clip.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x64:rate=25:duration=2",
+        "-c:v",
+        "mpeg4",
+        "-g",
+        "12",
+        video.to_str().unwrap(),
+    ]);
+    let mut plain_opts = options(VideoSampling::Sequential, &cache);
+    plain_opts.shuffle_buffer = 1;
+    let (plain, _) = collect(&mut open_at(&video, plain_opts).unwrap(), &pass(0, 0));
+    assert_eq!(plain.len(), 50);
+    let mut o = options(VideoSampling::Sequential, &cache);
+    o.shuffle_buffer = 1000;
+    // 96 x 64 x 3 bytes a frame: at most 7 frames below 8 frames' bytes.
+    o.shuffle_bytes = 8 * 96 * 64 * 3;
+    let (mixed, _) = collect(&mut open_at(&video, o.clone()).unwrap(), &pass(0, 0));
+    let frame_index = |data: &[u8]| plain.iter().position(|f| f.3 == data).unwrap();
+    let order: Vec<usize> = mixed.iter().map(|f| frame_index(&f.3)).collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..50).collect::<Vec<_>>(), "every frame once");
+    assert_ne!(order, (0..50).collect::<Vec<_>>(), "not shuffled");
+    for (pos, &i) in order.iter().enumerate() {
+        assert!(
+            pos + 7 >= i,
+            "frame {i} out at {pos}: the byte bound held more than 7"
+        );
+    }
+    let positions: Vec<u64> = mixed.iter().map(|f| f.0).collect();
+    assert_eq!(positions, (0..50).collect::<Vec<_>>());
+    // Another epoch, another order; a resume at 20 emits the same tail, byte for byte.
+    let (other, _) = collect(&mut open_at(&video, o.clone()).unwrap(), &pass(1, 0));
+    assert_ne!(
+        other.iter().map(|f| frame_index(&f.3)).collect::<Vec<_>>(),
+        order
+    );
+    let (resumed, _) = collect(&mut open_at(&video, o).unwrap(), &pass(0, 20));
+    assert_eq!(resumed, mixed[20..].to_vec());
 }

@@ -68,6 +68,7 @@ pub fn spawn(
                     }
                 }
                 OpenedSource::Stream(mut src) => {
+                    src.register_metrics(&metrics.registry);
                     for epoch in start.epoch..epochs {
                         let from = if epoch == start.epoch { start.position } else { 0 };
                         let mut emitted = 0u64;

@@ -12,8 +12,10 @@ mod synthetic;
 #[cfg(feature = "video")]
 pub mod video;
 pub mod webdataset;
+mod video_config;
+pub mod video_stats;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +30,7 @@ pub use synthetic::SyntheticSource;
 #[cfg(feature = "video")]
 pub use video::VideoSource;
 pub use webdataset::WebDatasetSource;
+pub use video_config::{VideoConfig, VideoSampling};
 
 /// `[source]`: a closed set of kinds, tagged by `type`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -56,47 +59,8 @@ pub enum SourceConfig {
     /// Video files (a file, a directory searched recursively, or a list file of paths and URLs)
     /// or a stream URL. `random` sampling draws frames over the whole corpus in a seeded order
     /// and decodes them in parallel from the keyframe before each; `sequential` reads inputs
-    /// front to back.
-    Video {
-        /// Directory to read (video: a file, a directory of files, or a stream URL).
-        path: PathBuf,
-        /// Emit every `stride`-th frame.
-        #[serde(default = "default_stride")]
-        stride: u32,
-        /// Stop a pass after this many emitted frames.
-        #[serde(default)]
-        limit: Option<u64>,
-        /// `random` (frames drawn uniformly over the corpus, in an order that is a pure function
-        /// of seed and epoch; the epoch length is known, so `train.steps_per_epoch` may be left
-        /// out; with `limit`, that many frames are drawn per epoch) or `sequential` (file order;
-        /// for streams).
-        #[serde(default)]
-        sampling: VideoSampling,
-        /// Random sampling: only frames in `[start_seconds, end_seconds)` from each file's start.
-        #[serde(default)]
-        start_seconds: Option<f64>,
-        /// Random sampling: see `start_seconds`.
-        #[serde(default)]
-        end_seconds: Option<f64>,
-        /// Random sampling: the shuffle buffer in frames (decoded frames held at most:
-        /// `shuffle_buffer` x `max_side`² x 3 bytes).
-        #[serde(default = "default_shuffle_buffer")]
-        shuffle_buffer: usize,
-        /// Random sampling: decoder threads, each decoding keyframe-aligned units (0: one per core).
-        #[serde(default)]
-        decoders: usize,
-        /// FFmpeg's own threads inside each decoder (1: none; 0: FFmpeg picks).
-        #[serde(default = "default_ffmpeg_threads")]
-        threads: u32,
-        /// Frames are scaled in FFmpeg's scaler so that their longer side is at most this
-        /// (never enlarged; 0 keeps the full size).
-        #[serde(default = "default_max_side")]
-        max_side: u32,
-        /// Random sampling: where keyframe indexes are cached, keyed by path, size and mtime
-        /// (unset: `$XDG_CACHE_HOME/dino-stream/video-index` or `~/.cache/...`).
-        #[serde(default)]
-        index_cache: Option<PathBuf>,
-    },
+    /// front to back; a URL is a live stream (reconnected when it drops).
+    Video(VideoConfig),
     /// Generated images with `classes` labels: for tests and benchmarks.
     Synthetic {
         /// Images per epoch.
@@ -161,18 +125,6 @@ pub enum SourceConfig {
 fn default_label_key() -> String {
     "label".into()
 }
-fn default_stride() -> u32 {
-    1
-}
-fn default_shuffle_buffer() -> usize {
-    512
-}
-fn default_ffmpeg_threads() -> u32 {
-    1
-}
-fn default_max_side() -> u32 {
-    512
-}
 fn default_cache_window() -> u64 {
     64
 }
@@ -187,17 +139,6 @@ fn default_synthetic_side() -> u32 {
 }
 fn default_synthetic_classes() -> u32 {
     4
-}
-
-/// How a video source orders frames.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum VideoSampling {
-    /// Frames drawn over the whole corpus in a seeded order, decoded by seeking.
-    #[default]
-    Random,
-    /// Inputs front to back (streams, or files read in order).
-    Sequential,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -225,7 +166,7 @@ impl SourceConfig {
         match self {
             SourceConfig::ImageFolder { .. } => "image_folder",
             SourceConfig::Idx { .. } => "idx",
-            SourceConfig::Video { .. } => "video",
+            SourceConfig::Video(_) => "video",
             SourceConfig::Synthetic { .. } => "synthetic",
             SourceConfig::Cache { .. } => "cache",
             SourceConfig::Webdataset { .. } => "webdataset",
@@ -244,56 +185,17 @@ impl SourceConfig {
     pub fn has_known_length(&self) -> bool {
         !matches!(
             self,
-            SourceConfig::Video {
+            SourceConfig::Video(VideoConfig {
                 sampling: VideoSampling::Sequential,
                 ..
-            }
+            })
         )
     }
 
     /// Static checks (paths that must exist are checked when opened, with the file named).
     pub fn validate(&self, key: &str, problems: &mut Problems) {
         match self {
-            SourceConfig::Video {
-                path,
-                stride,
-                sampling,
-                start_seconds,
-                end_seconds,
-                shuffle_buffer,
-                ..
-            } => {
-                problems.check(*stride > 0, &format!("{key}.stride"), || {
-                    "must be > 0".into()
-                });
-                problems.check(
-                    *shuffle_buffer > 0,
-                    &format!("{key}.shuffle_buffer"),
-                    || "must be > 0".into(),
-                );
-                for (name, v) in [
-                    ("start_seconds", start_seconds),
-                    ("end_seconds", end_seconds),
-                ] {
-                    problems.check(
-                        v.is_none_or(|t| t.is_finite() && t >= 0.0),
-                        &format!("{key}.{name}"),
-                        || format!("must be a number of seconds >= 0, got {v:?}"),
-                    );
-                }
-                if let (Some(a), Some(b)) = (start_seconds, end_seconds) {
-                    problems.check(a < b, &format!("{key}.end_seconds"), || {
-                        format!("must be after start_seconds = {a}, got {b}")
-                    });
-                }
-                let text = path.to_string_lossy();
-                problems.check(
-                    *sampling == VideoSampling::Sequential
-                        || !(text.contains("://") || text.starts_with("pipe:") || text == "-"),
-                    &format!("{key}.sampling"),
-                    || format!("\"random\" needs seekable files; {text} is a stream: use \"sequential\""),
-                );
-            }
+            SourceConfig::Video(v) => v.validate(key, problems),
             SourceConfig::Synthetic {
                 count,
                 width,
@@ -397,51 +299,23 @@ impl SourceConfig {
                     label_key: label_key.clone(),
                 },
             )?)),
-            SourceConfig::Video { path, .. } => open_video(path, self)?,
+            SourceConfig::Video(v) => open_video(v)?,
         })
     }
 }
 
 #[cfg(feature = "video")]
-fn open_video(path: &Path, cfg: &SourceConfig) -> Result<OpenedSource, SourceError> {
-    let SourceConfig::Video {
-        stride,
-        limit,
-        sampling,
-        start_seconds,
-        end_seconds,
-        shuffle_buffer,
-        decoders,
-        threads,
-        max_side,
-        index_cache,
-        ..
-    } = cfg.clone()
-    else {
-        unreachable!("called for video sources")
-    };
-    let opts = video::VideoOptions {
-        sampling,
-        stride,
-        limit,
-        start_seconds,
-        end_seconds,
-        shuffle_buffer,
-        decoders,
-        threads,
-        max_side,
-        index_cache,
-    };
+fn open_video(cfg: &VideoConfig) -> Result<OpenedSource, SourceError> {
     Ok(OpenedSource::Stream(Box::new(VideoSource::open(
-        path, opts,
+        cfg.clone(),
     )?)))
 }
 
 /// Builds without the `video` feature (no FFmpeg linked) refuse video sources by name.
 #[cfg(not(feature = "video"))]
-fn open_video(path: &Path, _cfg: &SourceConfig) -> Result<OpenedSource, SourceError> {
+fn open_video(cfg: &VideoConfig) -> Result<OpenedSource, SourceError> {
     Err(SourceError::Open {
-        path: path.to_path_buf(),
+        path: cfg.path.clone(),
         message: "this dino-stream was built without video support (cargo feature `video`)".into(),
     })
 }
@@ -525,6 +399,9 @@ pub trait StreamSource: Send {
     fn decoded_pictures(&self) -> Option<u64> {
         None
     }
+
+    /// Adds the source's own metrics (video: per-input counters) to the run's registry.
+    fn register_metrics(&self, _registry: &prometheus::Registry) {}
 
     /// Reads one pass (epoch) from position `pass.start`, calling `emit(position, frame)` for
     /// each emitted frame. Bad files are reported through `skip(description, error)` and passed

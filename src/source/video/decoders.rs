@@ -231,7 +231,7 @@ fn open_file<'m>(
             open.clear();
         }
         let input = Input::File(ctx.files[file as usize].clone());
-        let ictx = open_input(&input).map_err(|e| format!("cannot open: {e}"))?;
+        let ictx = open_input(&input, "file").map_err(|e| format!("cannot open: {e}"))?;
         let (stream, decoder) =
             open_decoder(&ictx, ctx.threads).map_err(|e| format!("no decoder: {e}"))?;
         open.insert(

@@ -161,7 +161,7 @@ fn write_atomic(file: &Path, index: &FileIndex) -> std::io::Result<()> {
 
 /// Demuxes every packet of the best video stream (no decoding): timestamps and key flags.
 fn build(path: &Path, key: FileKey) -> Result<FileIndex, IndexError> {
-    let mut ictx = open_input(&super::inputs::Input::File(path.to_path_buf()))?;
+    let mut ictx = open_input(&super::inputs::Input::File(path.to_path_buf()), "file")?;
     let stream = ictx
         .streams()
         .best(ffmpeg::media::Type::Video)

@@ -20,9 +20,6 @@ const LIST_EXTENSIONS: &[&str] = &["txt", "list", "lst"];
 const LOCAL_FORMATS: &str =
     "mov,matroska,webm,avi,mpegts,mpeg,flv,ivf,h264,hevc,mpegvideo,m4v,ogg,asf,nut";
 
-/// Protocols allowed for URLs given in the configuration (network streams).
-const URL_PROTOCOLS: &str = "file,http,https,tcp,tls,udp,rtp,rtsp,srt,pipe,crypto,data";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     File(PathBuf),
@@ -44,10 +41,7 @@ pub enum OpenError {
     Ffmpeg(#[from] ffmpeg::Error),
 }
 
-/// Whether `text` names a stream FFmpeg opens by protocol rather than a local path.
-pub fn is_url(text: &str) -> bool {
-    text.contains("://") || text.starts_with("pipe:") || text == "-"
-}
+pub use crate::source::video_config::is_url;
 
 fn has_extension(path: &Path, list: &[&str]) -> bool {
     path.extension()
@@ -116,8 +110,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     go(dir, out, 0)
 }
 
-/// Opens an input for demuxing with the whitelists above.
-pub fn open_input(input: &Input) -> Result<ffmpeg::format::context::Input, OpenError> {
+/// The URL FFmpeg opens and its options: a local file as a `file:` URL with `file` alone
+/// whitelisted and container demuxers only; a URL with the `protocols` whitelist.
+fn url_and_options(input: &Input, protocols: &str) -> (String, ffmpeg::Dictionary<'static>) {
     let mut opts = ffmpeg::Dictionary::new();
     let url = match input {
         Input::File(p) => {
@@ -128,9 +123,31 @@ pub fn open_input(input: &Input) -> Result<ffmpeg::format::context::Input, OpenE
             format!("file:{}", abs.display())
         }
         Input::Url(u) => {
-            opts.set("protocol_whitelist", URL_PROTOCOLS);
+            opts.set("protocol_whitelist", protocols);
             u.clone()
         }
     };
+    (url, opts)
+}
+
+/// Opens an input for demuxing with the whitelists above (`protocols`: for URLs).
+pub fn open_input(
+    input: &Input,
+    protocols: &str,
+) -> Result<ffmpeg::format::context::Input, OpenError> {
+    let (url, opts) = url_and_options(input, protocols);
     Ok(ffmpeg::format::input_with_dictionary(&url, opts)?)
+}
+
+/// As `open_input`, with FFmpeg's blocking calls (open, probe, every read) abandoned as soon as
+/// `interrupt` returns true: a live stream that goes silent or a pass that stops.
+pub fn open_input_interruptible(
+    input: &Input,
+    protocols: &str,
+    interrupt: impl FnMut() -> bool + Send + 'static,
+) -> Result<ffmpeg::format::context::Input, OpenError> {
+    let (url, opts) = url_and_options(input, protocols);
+    Ok(ffmpeg::format::input_with_interrupt_and_dictionary(
+        &url, interrupt, opts,
+    )?)
 }

@@ -6,57 +6,37 @@
 //! - `plan`: a random-sampling epoch's order, a pure function of (seed, epoch);
 //! - `decoders`: the decoder actors that seek and decode keyframe-aligned units in parallel;
 //! - `random`, `sequential`: the two kinds of pass;
-//! - `frames`: decoded pictures to RGB8 at the working size (`max_side`) in FFmpeg's scaler.
+//! - `live`: a URL read by its own thread, frames dropped when the pipeline is full, reconnected
+//!   with backoff when it drops;
+//! - `frames`: decoded pictures to RGB8 at the working size (`max_side`) in FFmpeg's scaler;
+//! - `super::video_stats`: per-input counters and their Prometheus collector.
 
 mod decoders;
 mod frames;
 pub mod index;
 pub mod inputs;
+mod live;
 pub mod plan;
 mod random;
 mod sequential;
+mod shuffle;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use ffmpeg_next as ffmpeg;
 
-use super::{Pass, PassEnd, SourceError, StreamSource, VideoSampling};
+use super::{Pass, PassEnd, SourceError, StreamSource, VideoConfig, VideoSampling};
 use crate::frame::Frame;
 use index::FileIndex;
 use inputs::Input;
 use plan::Sampling;
 
+use super::video_stats as stats;
 pub use frames::working_size;
-
-/// `[source]` of type `video`, as the source needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VideoOptions {
-    pub sampling: VideoSampling,
-    pub stride: u32,
-    pub limit: Option<u64>,
-    pub start_seconds: Option<f64>,
-    pub end_seconds: Option<f64>,
-    pub shuffle_buffer: usize,
-    /// Decoder threads for random sampling (0: one per core).
-    pub decoders: usize,
-    /// FFmpeg threads inside each decoder (1: none).
-    pub threads: u32,
-    pub max_side: u32,
-    /// Where keyframe indexes are cached (`None`: `index::default_cache_dir()`).
-    pub index_cache: Option<PathBuf>,
-}
-
-/// Counters a test or benchmark can read while the source runs.
-#[derive(Debug, Default)]
-pub struct VideoStats {
-    /// Pictures that came out of a decoder, drawn or not.
-    pub decoded: Arc<AtomicU64>,
-    /// Packets the decoder refused; each was skipped and decoding went on.
-    pub corrupt_packets: AtomicU64,
-}
+pub use stats::{InputStats, VideoStats};
 
 enum Mode {
     Random {
@@ -70,7 +50,7 @@ enum Mode {
 }
 
 pub struct VideoSource {
-    opts: VideoOptions,
+    opts: VideoConfig,
     mode: Mode,
     /// Inputs that could not be opened or indexed: reported (skip log) in each pass.
     unreadable: Vec<(String, String)>,
@@ -92,7 +72,8 @@ impl VideoSource {
     /// `.list`, `.lst`: one path or URL per line) or a URL FFmpeg can open. Random sampling
     /// indexes every file here (or reads the cached index); a file that cannot be indexed is
     /// skipped and reported by path.
-    pub fn open(path: &Path, opts: VideoOptions) -> Result<Self, SourceError> {
+    pub fn open(opts: VideoConfig) -> Result<Self, SourceError> {
+        let path = opts.path.as_path();
         init(path)?;
         let err = |message: String| SourceError::Open {
             path: path.to_path_buf(),
@@ -200,6 +181,13 @@ impl StreamSource for VideoSource {
         Some(self.stats.decoded.load(Ordering::Relaxed))
     }
 
+    fn register_metrics(&self, registry: &prometheus::Registry) {
+        if let Err(e) = registry.register(Box::new(stats::VideoCollector::new(self.stats.clone())))
+        {
+            tracing::debug!("video metrics already registered: {e}");
+        }
+    }
+
     fn epoch_len(&self) -> Option<u64> {
         match &self.mode {
             Mode::Random {
@@ -222,6 +210,14 @@ impl StreamSource for VideoSource {
             skip(what, why);
         }
         let before = self.stats.corrupt_packets.load(Ordering::Relaxed);
+        // Random sampling counts the whole corpus as one input, under the configured path.
+        let corpus = matches!(self.mode, Mode::Random { .. }).then(|| {
+            self.stats.input_counting(
+                &self.opts.path.display().to_string(),
+                false,
+                self.stats.decoded.clone(),
+            )
+        });
         let end = match &self.mode {
             Mode::Random {
                 files,
@@ -240,15 +236,15 @@ impl StreamSource for VideoSource {
             .run(pass, emit, skip),
             Mode::Sequential { inputs } => sequential::SequentialPass {
                 inputs,
-                stride: self.opts.stride,
-                limit: self.opts.limit,
-                threads: self.opts.threads,
-                max_side: self.opts.max_side,
-                decoded: &self.stats.decoded,
-                corrupt_packets: &self.stats.corrupt_packets,
+                cfg: &self.opts,
+                stats: &self.stats,
             }
             .run(pass, emit, skip),
         };
+        if let Some(corpus) = corpus {
+            let added = self.stats.corrupt_packets.load(Ordering::Relaxed) - before;
+            corpus.corrupt.fetch_add(added, Ordering::Relaxed);
+        }
         let what = match &self.mode {
             Mode::Random { files, .. } if files.len() == 1 => files[0].display().to_string(),
             Mode::Sequential { inputs } if inputs.len() == 1 => inputs[0].describe(),
