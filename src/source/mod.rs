@@ -11,9 +11,9 @@ mod image_folder;
 mod synthetic;
 #[cfg(feature = "video")]
 pub mod video;
-pub mod webdataset;
 mod video_config;
 pub mod video_stats;
+pub mod webdataset;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,8 +29,8 @@ pub use image_folder::ImageFolderSource;
 pub use synthetic::SyntheticSource;
 #[cfg(feature = "video")]
 pub use video::VideoSource;
-pub use webdataset::WebDatasetSource;
 pub use video_config::{VideoConfig, VideoSampling};
+pub use webdataset::WebDatasetSource;
 
 /// `[source]`: a closed set of kinds, tagged by `type`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
