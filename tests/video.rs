@@ -516,3 +516,87 @@ fn sequential_shuffle_buffer_mixes_frames_within_its_bounds_and_resumes_exactly(
     let (resumed, _) = collect(&mut open_at(&video, o).unwrap(), &pass(0, 20));
     assert_eq!(resumed, mixed[20..].to_vec());
 }
+
+/// `cache build` from a video source writes the frames of random sampling's epoch 0 (at the
+/// working size): with stride 5 over a 50-frame file, 10 records, each the ffmpeg CLI's decode
+/// of a distinct frame of one stride grid — so a long video can be decoded once and trained
+/// on from the cache.
+#[test]
+fn cache_build_writes_the_frames_random_sampling_draws() {
+    use dino_stream::source::{IndexedSource, Payload};
+    let dir = tempfile::tempdir().unwrap();
+    let videos = dir.path().join("v");
+    std::fs::create_dir_all(&videos).unwrap();
+    let file = videos.join("a.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x64:rate=25:duration=2",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:v",
+        "libx264",
+        "-g",
+        "12",
+        file.to_str().unwrap(),
+    ]);
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[source]\ntype = \"video\"\npath = \"{}\"\nsampling = \"random\"\nstride = 5\n\
+             max_side = 0\nindex_cache = \"{}\"\n",
+            videos.display(),
+            dir.path().join("idx").display()
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let out = common::run_in(
+        dir.path(),
+        &[
+            "cache",
+            "build",
+            pipeline.to_str().unwrap(),
+            "--out",
+            cache.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(
+        common::text(&out).contains("10 images written, 0 skipped"),
+        "{}",
+        common::text(&out)
+    );
+    let refs = reference_frames(&file, 96, 64);
+    assert_eq!(refs.len(), 50);
+    let src = dino_stream::cache::CacheSource::open(&cache, None).unwrap();
+    assert_eq!(src.len(), 10);
+    let mut seen = std::collections::BTreeSet::new();
+    for id in 0..src.len() {
+        let Payload::Decoded(frame) = src.read(id).unwrap() else {
+            panic!("record {id}: a raw cache gives pixels");
+        };
+        assert_eq!((frame.width, frame.height), (96, 64));
+        let (best, d) = refs
+            .iter()
+            .enumerate()
+            .map(|(j, r)| (j, mean_abs_diff(frame.data(), r)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
+        assert!(
+            d < 1.0,
+            "record {id}: closest CLI frame {best} differs by {d}"
+        );
+        assert!(seen.insert(best), "frame {best} written twice");
+    }
+    assert_eq!(seen.len(), 10);
+    // One stride grid: every 5th frame from the epoch's offset (drawn per seed, epoch, file).
+    let offsets: std::collections::BTreeSet<usize> = seen.iter().map(|f| f % 5).collect();
+    assert_eq!(
+        offsets.len(),
+        1,
+        "frames {seen:?} are not on one stride grid"
+    );
+}
