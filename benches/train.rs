@@ -28,6 +28,7 @@ fn bench_step(c: &mut Criterion) {
         head_layers: 3,
         head_bn: false,
         norm_last_layer: true,
+        sync_bn: true,
     };
     let aug = AugmentConfig {
         global_size: 96,

@@ -189,12 +189,12 @@ fn two_ranks_match_one_rank_resume_exactly_and_only_rank_0_writes() {
 }
 
 /// SyncBatchNorm end to end: with BatchNorm in the DINO head, 2 ranks × 4 follow 1 rank × 8
-/// (with per-rank statistics the losses differ and the teacher checksums of the ranks part
-/// after the first check: that is how this test failed before SyncBatchNorm existed).
+/// (with per-rank statistics and nothing else the teacher checksums of the ranks part after
+/// the first check: that is how this test failed before SyncBatchNorm existed).
 #[test]
 fn sync_batchnorm_makes_two_ranks_match_one_rank_with_batchnorm_in_the_head() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<PathBuf> = ["one", "two"]
+    let dirs: Vec<PathBuf> = ["one", "two", "unsynced"]
         .iter()
         .map(|d| {
             let p = tmp.path().join(d);
@@ -213,6 +213,22 @@ fn sync_batchnorm_makes_two_ranks_match_one_rank_with_batchnorm_in_the_head() {
         &losses(&dirs[1].join("run")),
         &one,
         "SyncBatchNorm: 2 x 4 vs 1 x 8",
+    );
+    // model.sync_bn = false: per-rank statistics (other losses), with rank 0's running
+    // statistics broadcast before each step so the replicas stay identical (the teacher
+    // checksum every 2 steps would stop the run otherwise).
+    let off = ["--set", "model.sync_bn=false"];
+    run_ranks(&dirs[2], 2, &[&b4[..], &bn[..], &off[..]].concat(), &[]);
+    let unsynced = losses(&dirs[2].join("run"));
+    assert_eq!(unsynced.len(), 4);
+    let worst = unsynced
+        .iter()
+        .zip(&one)
+        .map(|((_, x), (_, y))| (x - y).abs() / y.abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst > 100.0 * SUMMATION_TOLERANCE,
+        "per-rank statistics should change the losses: {unsynced:?} vs {one:?}"
     );
 }
 

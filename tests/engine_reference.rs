@@ -33,6 +33,7 @@ fn model(head_bn: bool, head_layers: i64, norm_last_layer: bool) -> ModelConfig 
         head_layers,
         head_bn,
         norm_last_layer,
+        sync_bn: true,
     }
 }
 

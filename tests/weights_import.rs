@@ -198,6 +198,7 @@ fn training_starts_from_an_official_checkpoint() {
         head_layers: 3,
         head_bn: false,
         norm_last_layer: true,
+        sync_bn: true,
     };
     let augment = AugmentConfig {
         global_size: 32,

@@ -84,6 +84,11 @@ pub struct ModelConfig {
     pub head_layers: i64,
     /// Batch norm inside the head's MLP.
     pub head_bn: bool,
+    /// With several ranks, BatchNorm (ResNet backbones, `head_bn`) normalises with the global
+    /// batch's statistics (SyncBatchNorm, as the official code converts BN models); `false`
+    /// keeps each rank's own and, as DDP's `broadcast_buffers`, gives every rank rank 0's
+    /// running statistics after each step.
+    pub sync_bn: bool,
     /// Fix the last layer's weight-norm scale at 1.
     pub norm_last_layer: bool,
 }
@@ -103,6 +108,7 @@ impl Default for ModelConfig {
             head_bottleneck: 256,
             head_layers: 3,
             head_bn: false,
+            sync_bn: true,
             norm_last_layer: true,
         }
     }

@@ -29,6 +29,7 @@ use super::schedule::{Schedules, StepValues};
 use crate::augment::AugmentConfig;
 use crate::batch::Batch;
 use crate::dist::{self, Dist, DistConfig, DistError, ReduceOp};
+use crate::model::params::Role;
 use crate::model::{DinoNet, ModelConfig, Pass};
 use crate::rng::{derive_seed, Rng};
 
@@ -107,6 +108,7 @@ pub struct Engine {
     std: Tensor,
     dist: Arc<Dist>,
     dist_cfg: DistConfig,
+    sync_bn: bool,
 }
 
 impl Engine {
@@ -178,6 +180,7 @@ impl Engine {
             std,
             dist: Arc::new(Dist::single()),
             dist_cfg: DistConfig::default(),
+            sync_bn: model.sync_bn,
         })
     }
 
@@ -197,11 +200,12 @@ impl Engine {
                 }
                 dist.broadcast(&self.loss.center, 0, "loss.center")
             })?;
-            // BatchNorm becomes SyncBatchNorm in both networks, as the official code's
-            // convert_sync_batchnorm: per-rank statistics would also make the replicas'
-            // running statistics drift apart (the teacher checksum catches that).
-            self.student.params.sync_batchnorm(dist.clone());
-            self.teacher.params.sync_batchnorm(dist.clone());
+            if self.sync_bn {
+                // BatchNorm becomes SyncBatchNorm in both networks, as the official code's
+                // convert_sync_batchnorm.
+                self.student.params.sync_batchnorm(dist.clone());
+                self.teacher.params.sync_batchnorm(dist.clone());
+            }
         }
         let mut scaled = self.cfg.clone();
         scaled.base_lr *= dist.world() as f64;
@@ -209,6 +213,25 @@ impl Engine {
         self.dist = dist;
         self.dist_cfg = cfg.clone();
         Ok(())
+    }
+
+    /// Rank 0's BatchNorm running statistics to every rank after each step (DDP's
+    /// `broadcast_buffers` does it before each forward: the same statistics reach the next
+    /// step), for per-rank BatchNorm: without it the replicas' statistics drift apart, the
+    /// checkpoint would hold rank 0's alone, and the teacher checksum stops the run. Networks without buffers (ViTs without `head_bn`) send nothing.
+    fn broadcast_buffers(&self) -> Result<(), DistError> {
+        tch::no_grad(|| {
+            for (net, p) in [
+                ("student", &self.student.params),
+                ("teacher", &self.teacher.params),
+            ] {
+                for e in p.entries().iter().filter(|e| e.role == Role::Buffer) {
+                    self.dist
+                        .broadcast(&e.tensor, 0, &format!("{net}.{}", e.name))?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// u8 `[n, side, side, 3]` bytes → normalised float `[n, 3, side, side]` on the device,
@@ -360,6 +383,9 @@ impl Engine {
             .map(|(q, log_q)| monitor::compute(&q, &log_q, loss_value, &self.loss.center));
         self.update_teacher(step, sv);
         self.step += 1;
+        if !self.sync_bn && self.dist.is_distributed() {
+            self.broadcast_buffers()?;
+        }
         self.check_replicas()?;
         Ok(StepStats {
             step,

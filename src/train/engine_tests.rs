@@ -21,6 +21,7 @@ pub(crate) fn tiny_model() -> ModelConfig {
         head_layers: 3,
         head_bn: false,
         norm_last_layer: true,
+        sync_bn: true,
     }
 }
 
