@@ -277,16 +277,7 @@ fn cache_build_verify_train_and_detect_a_flipped_bit() {
     let src = image_folder_source(&images);
     let pipeline = tiny_pipeline(dir.path(), &src, "");
     let cache = dir.path().join("cache");
-    let out = run_in(
-        dir.path(),
-        &[
-            "cache",
-            "build",
-            pipeline.to_str().unwrap(),
-            "--out",
-            cache.to_str().unwrap(),
-        ],
-    );
+    let out = cache_build(dir.path(), &pipeline, &cache);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("20 images written, 2 skipped"), "{t}");

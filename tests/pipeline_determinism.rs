@@ -5,8 +5,9 @@
 
 mod common;
 
-use dino_stream::batch::{Batch, Cursor};
-use dino_stream::config::{load, LoadOptions, PipelineConfig};
+use common::pipeline_batches as batches;
+use dino_stream::batch::Cursor;
+use dino_stream::config::PipelineConfig;
 
 fn config(
     dir: &std::path::Path,
@@ -25,7 +26,6 @@ fn config_with(
     extra: &[&str],
 ) -> PipelineConfig {
     let src = common::image_folder_source(images);
-    let path = common::tiny_pipeline(dir, &src, "");
     let mut sets = vec![
         format!("decode.workers={decode}"),
         format!("augment.workers={augment}"),
@@ -33,19 +33,7 @@ fn config_with(
         "batcher.reorder_window=16".into(),
     ];
     sets.extend(extra.iter().map(|s| s.to_string()));
-    load(
-        &path,
-        &LoadOptions {
-            sets,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .config
-}
-
-fn batches(cfg: &PipelineConfig, start: Cursor, n: usize) -> Vec<Batch> {
-    common::pipeline_batches(cfg, start, n)
+    common::tiny_config(dir, &src, sets)
 }
 
 #[test]

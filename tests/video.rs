@@ -553,16 +553,7 @@ fn cache_build_writes_the_frames_random_sampling_draws() {
     )
     .unwrap();
     let cache = dir.path().join("cache");
-    let out = common::run_in(
-        dir.path(),
-        &[
-            "cache",
-            "build",
-            pipeline.to_str().unwrap(),
-            "--out",
-            cache.to_str().unwrap(),
-        ],
-    );
+    let out = common::cache_build(dir.path(), &pipeline, &cache);
     assert!(out.status.success(), "{}", common::text(&out));
     assert!(
         common::text(&out).contains("10 images written, 0 skipped"),

@@ -9,8 +9,9 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use dino_stream::batch::{Batch, Cursor};
-use dino_stream::config::{load, LoadOptions, PipelineConfig};
+use common::pipeline_batches as batches;
+use dino_stream::batch::Cursor;
+use dino_stream::config::PipelineConfig;
 use dino_stream::source::{IndexedSource, OpenedSource, Payload, SourceConfig};
 
 #[derive(Debug, serde::Deserialize)]
@@ -58,26 +59,13 @@ fn check_samples(src: &dyn IndexedSource, images: &Path, out: &Path, written: &[
 }
 
 fn config(dir: &Path, source: &str, sets: &[&str]) -> PipelineConfig {
-    let path = common::tiny_pipeline(dir, source, "");
     let mut all: Vec<String> = vec![
         "decode.workers=0".into(),
         "augment.workers=2".into(),
         "batcher.reorder_window=16".into(),
     ];
     all.extend(sets.iter().map(|s| s.to_string()));
-    load(
-        &path,
-        &LoadOptions {
-            sets: all,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .config
-}
-
-fn batches(cfg: &PipelineConfig, start: Cursor, n: usize) -> Vec<Batch> {
-    common::pipeline_batches(cfg, start, n)
+    common::tiny_config(dir, source, all)
 }
 
 #[test]
@@ -229,16 +217,7 @@ fn damaged_shards_are_skipped_and_counted_and_cache_build_writes_the_rest() {
     );
     let pipeline = common::tiny_pipeline(dir.path(), &source, "");
     let cache = dir.path().join("cache");
-    let run = common::run_in(
-        dir.path(),
-        &[
-            "cache",
-            "build",
-            pipeline.to_str().unwrap(),
-            "--out",
-            cache.to_str().unwrap(),
-        ],
-    );
+    let run = common::cache_build(dir.path(), &pipeline, &cache);
     let log = common::text(&run);
     assert!(run.status.success(), "{log}");
     // 21 packed samples, the orphan key and the damaged header's own entry: 23. Skipped: the

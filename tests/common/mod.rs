@@ -272,3 +272,36 @@ pub fn pipeline_batches(
     p.shutdown();
     out
 }
+
+/// The tiny pipeline of `source` loaded with `sets` (`key=value` overrides), as a test that
+/// drives the library's pipeline directly wants it.
+pub fn tiny_config(
+    dir: &Path,
+    source: &str,
+    sets: Vec<String>,
+) -> dino_stream::config::PipelineConfig {
+    let path = tiny_pipeline(dir, source, "");
+    dino_stream::config::load(
+        &path,
+        &dino_stream::config::LoadOptions {
+            sets,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .config
+}
+
+/// `dino-stream cache build PIPELINE --out OUT`, run in `dir`.
+pub fn cache_build(dir: &Path, pipeline: &Path, out: &Path) -> Output {
+    run_in(
+        dir,
+        &[
+            "cache",
+            "build",
+            pipeline.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+}
