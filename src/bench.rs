@@ -17,7 +17,11 @@ use crate::pipeline::{worker_count, Pipeline, SampleDecoder};
 use crate::source::{IndexedSource, OpenedSource, Payload};
 use crate::train::engine::{select_device, Engine};
 
-/// Runs the pipeline without a trainer for `seconds`, then decode alone on the same files.
+/// How long `bench pipeline` waits for its first batch at least (longer for long runs).
+const FIRST_BATCH_WAIT_SECONDS: f64 = 120.0;
+
+/// Runs the pipeline without a trainer for `seconds` from its first batch, then decode alone on
+/// the same files.
 pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
         bail!("--seconds must be a number of seconds in (0, 86400], got {seconds}");
@@ -25,7 +29,8 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let stop = Arc::new(AtomicBool::new(false));
     let source = cfg.source.open().context("opening [source]")?;
-    if let Some(n) = source.epoch_len() {
+    let epoch_len = source.epoch_len();
+    if let Some(n) = epoch_len {
         // The batcher drops each epoch's partial tail: with fewer samples than one batch no
         // batch would ever come.
         if n < cfg.train.batch_size as u64 {
@@ -51,19 +56,29 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     );
     let warmup = Duration::from_secs_f64((seconds * 0.1).min(2.0));
     let t0 = Instant::now();
-    let deadline = t0 + warmup + Duration::from_secs_f64(seconds);
-    let mut images = 0u64;
-    let mut batches = 0u64;
-    let mut measured_from = None;
-    // A deadline on every wait: a source whose samples are all unreadable yields no batch.
-    while let Ok(Some(batch)) = pipeline.batches.recv_until(deadline) {
-        batches += 1;
-        if t0.elapsed() >= warmup {
-            measured_from.get_or_insert_with(Instant::now);
-            images += batch.size as u64;
+    // The first batch waits for a whole batch of samples to be decoded and cropped, which on
+    // large photos and a loaded machine takes longer than a short measurement: the clock starts
+    // when it arrives. Its own deadline only catches a pipeline that yields nothing (every
+    // sample unreadable).
+    let first_deadline = t0 + Duration::from_secs_f64(FIRST_BATCH_WAIT_SECONDS.max(seconds * 10.0));
+    let first = loop {
+        let poll = (Instant::now() + Duration::from_secs(1)).min(first_deadline);
+        match pipeline.batches.recv_until(poll) {
+            Ok(Some(batch)) => break Some(batch),
+            Err(_) => break None,
+            Ok(None) => {
+                let all_unreadable =
+                    epoch_len.is_some_and(|n| pipeline.skips.distinct() as u64 >= n.max(1));
+                if all_unreadable
+                    || Instant::now() >= first_deadline
+                    || pipeline.failure().is_some()
+                {
+                    break None;
+                }
+            }
         }
-    }
-    if batches == 0 {
+    };
+    if first.is_none() {
         stop.store(true, Ordering::SeqCst);
         let (skipped, failure) = (pipeline.skips.distinct(), pipeline.failure());
         pipeline.shutdown();
@@ -74,6 +89,20 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
             "no batch in {:.1}s ({skipped} unreadable samples skipped)",
             t0.elapsed().as_secs_f64()
         );
+    }
+    let t1 = Instant::now();
+    let deadline = t1 + warmup + Duration::from_secs_f64(seconds);
+    let mut images = 0u64;
+    let mut measured_from = None;
+    // A deadline on every wait: a pipeline that stops yielding ends the measurement.
+    while let Ok(Some(batch)) = pipeline.batches.recv_until(deadline) {
+        if t1.elapsed() >= warmup {
+            // The batch that opens the window was made before it: count the ones after.
+            match measured_from {
+                None => measured_from = Some(Instant::now()),
+                Some(_) => images += batch.size as u64,
+            }
+        }
     }
     let elapsed = measured_from.map_or(1e-9, |t| t.elapsed().as_secs_f64());
     let io_after = ProcIo::now();
@@ -107,6 +136,12 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
         "pipeline: {ips:.1} images/s, {:.1} crops/s over {elapsed:.1}s ({layout})",
         ips * crops_per_image as f64
     );
+    if images == 0 {
+        println!(
+            "  (under two batches of {} arrived in the {seconds}s window: raise --seconds for a pipeline figure)",
+            cfg.train.batch_size
+        );
+    }
     for (name, items, busy) in &stats {
         if *busy > 0.0 {
             println!(
@@ -160,6 +195,7 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     let scales = ScaleCounts::default();
     let decode_nanos = AtomicU64::new(0);
     let (cpu_nanos, cpu_items) = (AtomicU64::new(0), AtomicU64::new(0));
+    let faults = AtomicU64::new(0);
     let t = Instant::now();
     let serial_ips = timed_loop(1, seconds, src.len(), || {
         let (src, decoder) = (src.clone(), decoder.clone());
@@ -167,9 +203,10 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
         let mut global = vec![0u8; AugmentConfig::GLOBAL_CROPS * cfg.augment.global_bytes()];
         let mut local = vec![0u8; cfg.augment.local_crops * cfg.augment.local_bytes()];
         let (scales, decode_nanos) = (&scales, &decode_nanos);
-        let (cpu_nanos, cpu_items) = (&cpu_nanos, &cpu_items);
+        let (cpu_nanos, cpu_items, faults) = (&cpu_nanos, &cpu_items, &faults);
         move |id| {
             let cpu = thread_cpu_nanos();
+            let faults_before = thread_minor_faults();
             let t = Instant::now();
             let decoded = decode_frame(src.as_ref(), &decoder, id);
             decode_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -194,6 +231,7 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
             if ok {
                 cpu_nanos.fetch_add(thread_cpu_nanos() - cpu, Ordering::Relaxed);
                 cpu_items.fetch_add(1, Ordering::Relaxed);
+                faults.fetch_add(thread_minor_faults() - faults_before, Ordering::Relaxed);
             }
             ok
         }
@@ -211,6 +249,12 @@ pub fn pipeline(cfg: &PipelineConfig, seconds: f64) -> anyhow::Result<()> {
     println!(
         "  per CPU-second of its thread: {:.1} images/s",
         cpu_items.load(Ordering::Relaxed) as f64 / cpu_seconds.max(1e-9)
+    );
+    // Fresh memory costs the kernel a zeroed page per fault (2 MiB with transparent huge
+    // pages): a per-image allocation that the allocator returns to the system shows here.
+    println!(
+        "  page faults per image: {:.1}",
+        faults.load(Ordering::Relaxed) as f64 / cpu_items.load(Ordering::Relaxed).max(1) as f64
     );
     println!(
         "  decode scales (decode.scaled = {:?}): {}",
@@ -346,6 +390,18 @@ fn thread_cpu_nanos() -> u64 {
         return 0;
     }
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Minor page faults of the calling thread so far (`getrusage(RUSAGE_THREAD)`).
+fn thread_minor_faults() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    if rc != 0 {
+        return 0;
+    }
+    usage.ru_minflt as u64
 }
 
 /// Successful items per second of `workers` threads running for `seconds`, each with its own

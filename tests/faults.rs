@@ -625,8 +625,9 @@ fn a_remote_metrics_bind_needs_allow_remote() {
     );
 }
 
-/// The bench defects: a negative duration, zero steps, and fewer samples than one batch are
-/// errors, not panics or hangs.
+/// The bench defects: a negative duration, zero steps, fewer samples than one batch, and a
+/// folder whose every image is unreadable are errors, not panics or hangs. (`bench pipeline`
+/// waits up to two minutes for a slow first batch; a source with nothing readable must not.)
 #[test]
 fn bench_rejects_bad_arguments_instead_of_panicking_or_hanging() {
     let dir = tempfile::tempdir().unwrap();
@@ -637,7 +638,18 @@ fn bench_rejects_bad_arguments_instead_of_panicking_or_hanging() {
         "type = \"synthetic\"\ncount = 5\nwidth = 32\nheight = 32",
         "",
     );
-    let cases: [(Vec<&str>, &str); 3] = [
+    let bad_dir = dir.path().join("bad");
+    let bad_images = bad_dir.join("images");
+    std::fs::create_dir_all(&bad_images).unwrap();
+    for i in 0..12 {
+        std::fs::write(bad_images.join(format!("bad_{i}.jpg")), b"not a jpeg").unwrap();
+    }
+    let bad = tiny_pipeline(&bad_dir, &image_folder_source(&bad_images), "");
+    let cases: [(Vec<&str>, &str); 4] = [
+        (
+            vec!["bench", "pipeline", bad.to_str().unwrap(), "--seconds", "1"],
+            "(12 unreadable samples skipped)",
+        ),
         (vec!["bench", "pipeline", p, "--seconds=-1"], "--seconds"),
         (vec!["bench", "train", p, "--steps", "0"], "--steps"),
         (
