@@ -49,10 +49,13 @@ pub struct VideoConfig {
     /// seed and epoch); 1 keeps stream order.
     #[serde(default = "default_shuffle_buffer")]
     pub shuffle_buffer: usize,
-    /// Sequential sampling: the shuffle buffer's bound in bytes as well (0: frames only).
+    /// Sequential sampling: the shuffle buffer's bound in bytes as well (0: frames only); for
+    /// files it caps the buffer at `shuffle_bytes / (max_side² x 3)` frames (`max_side` 0: the
+    /// largest file's frame size).
     #[serde(default = "default_shuffle_bytes")]
     pub shuffle_bytes: u64,
-    /// Random sampling: decoder threads, each decoding keyframe-aligned units (0: one per core).
+    /// Files (random or sequential sampling): decoder threads, each decoding keyframe-aligned
+    /// units (0: one per core).
     #[serde(default)]
     pub decoders: usize,
     /// FFmpeg's own threads inside each decoder (1: none; 0: FFmpeg picks).
@@ -66,6 +69,15 @@ pub struct VideoConfig {
     /// (unset: `$XDG_CACHE_HOME/dino-stream/video-index` or `~/.cache/...`).
     #[serde(default)]
     pub index_cache: Option<PathBuf>,
+    /// Files only: each sample is two frames of one file `pair_seconds` apart; its first global
+    /// crop comes from one, its second from the other, and each local crop from one of the two
+    /// (drawn). Both are decoded by the unit that decodes the sample's frame.
+    #[serde(default)]
+    pub temporal_pairs: bool,
+    /// Temporal pairs: `[min, max]` seconds between a sample's two frames (the partner is drawn
+    /// per sample among the file's frames that far later or earlier).
+    #[serde(default = "default_pair_seconds")]
+    pub pair_seconds: [f64; 2],
     /// Live streams (URLs): FFmpeg protocols they may use, comma-separated (local files are
     /// always opened with `file` alone). `file` is left out so that a remote playlist cannot
     /// name local files.
@@ -106,6 +118,9 @@ fn default_ffmpeg_threads() -> u32 {
 fn default_max_side() -> u32 {
     512
 }
+fn default_pair_seconds() -> [f64; 2] {
+    [0.25, 1.0]
+}
 fn default_url_protocols() -> String {
     "http,https,tcp,tls,udp,rtp,rtsp,srt,pipe,crypto,data".into()
 }
@@ -143,6 +158,8 @@ impl VideoConfig {
             threads: default_ffmpeg_threads(),
             max_side: default_max_side(),
             index_cache: None,
+            temporal_pairs: false,
+            pair_seconds: default_pair_seconds(),
             url_protocols: default_url_protocols(),
             live_buffer: default_live_buffer(),
             live_timeout_seconds: default_live_timeout(),
@@ -216,6 +233,12 @@ impl VideoConfig {
             self.sampling == VideoSampling::Sequential || !is_url(&text),
             &k("sampling"),
             || format!("\"random\" needs seekable files; {text} is a stream: use \"sequential\""),
+        );
+        problems.interval(&k("pair_seconds"), self.pair_seconds, 0.0, 86400.0);
+        problems.check(
+            !(self.temporal_pairs && is_url(&text)),
+            &k("temporal_pairs"),
+            || format!("needs seekable files; {text} is a live stream"),
         );
     }
 }
