@@ -33,20 +33,21 @@ pub struct VideoConfig {
     pub limit: Option<u64>,
     /// `random` (frames drawn uniformly over the corpus, in an order that is a pure function
     /// of seed and epoch; the epoch length is known, so `train.steps_per_epoch` may be left
-    /// out; with `limit`, that many frames are drawn per epoch) or `sequential` (file order;
-    /// for streams).
+    /// out; with `limit`, that many frames are drawn per epoch) or `sequential` (file order,
+    /// then the shuffle buffer; files are decoded in parallel and resumed by seeking, live
+    /// streams read as they come).
     #[serde(default)]
     pub sampling: VideoSampling,
-    /// Random sampling: only frames in `[start_seconds, end_seconds)` from each file's start.
+    /// Files: only frames in `[start_seconds, end_seconds)` from each file's start.
     #[serde(default)]
     pub start_seconds: Option<f64>,
-    /// Random sampling: see `start_seconds`.
+    /// Files: see `start_seconds`.
     #[serde(default)]
     pub end_seconds: Option<f64>,
-    /// The shuffle buffer in frames. Random sampling: part of the plan (decoded frames held at
-    /// most: `shuffle_buffer` x `max_side`² x 3 bytes). Sequential (files and live streams):
-    /// frames in stream order go in, each new one pushes out one drawn at random (seeded by
-    /// seed and epoch); 1 keeps stream order.
+    /// The shuffle buffer in frames: frames in plan (random) or file (sequential) order go in,
+    /// each new one pushes out one drawn at random (seeded by seed and epoch); 1 keeps that
+    /// order. Decoded frames held: about `shuffle_buffer` x `max_side`² x 3 bytes, plus the
+    /// decoders' units in flight (docs/ARCHITECTURE.md).
     #[serde(default = "default_shuffle_buffer")]
     pub shuffle_buffer: usize,
     /// Sequential sampling: the shuffle buffer's bound in bytes as well (0: frames only); for
@@ -65,7 +66,7 @@ pub struct VideoConfig {
     /// (never enlarged; 0 keeps the full size).
     #[serde(default = "default_max_side")]
     pub max_side: u32,
-    /// Random sampling: where keyframe indexes are cached, keyed by path, size and mtime
+    /// Files: where keyframe indexes are cached, keyed by path, size and mtime
     /// (unset: `$XDG_CACHE_HOME/dino-stream/video-index` or `~/.cache/...`).
     #[serde(default)]
     pub index_cache: Option<PathBuf>,
