@@ -864,9 +864,7 @@ fn temporal_pairs_are_refused_for_live_streams_and_other_sources() {
         ),
     ] {
         let path = common::tiny_pipeline(dir.path(), source, "");
-        let e = dino_stream::config::load(&path, &Default::default())
-            .err()
-            .expect("refused");
+        let e = dino_stream::config::load(&path, &Default::default()).expect_err("refused");
         assert!(e.to_string().contains(key), "{e}");
     }
 }
