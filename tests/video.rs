@@ -158,11 +158,8 @@ fn random_sampling_seeks_to_the_right_frames_in_every_container() {
     assert_eq!(frames.len(), 200);
     assert!(frames.iter().enumerate().all(|(i, f)| f.0 == i as u64));
     let sampling = Sampling {
-        stride: 1,
-        limit: None,
-        start_seconds: None,
-        end_seconds: None,
         shuffle_buffer: 24,
+        ..Sampling::default()
     };
     let which = frames_of_epoch(&src, &cache, &sampling, 5, 0);
     let refs: Vec<Vec<Vec<u8>>> = src
@@ -244,10 +241,8 @@ fn one_and_three_decoders_give_identical_frames_and_resume_decodes_no_prefix() {
     let refs: Vec<_> = idx.iter().collect();
     let s = Sampling {
         stride: 2,
-        limit: None,
-        start_seconds: None,
-        end_seconds: None,
         shuffle_buffer: 8,
+        ..Sampling::default()
     };
     let p = plan::plan(&refs, &s, 5, 3);
     let later: std::collections::HashSet<u64> = p.order[start as usize..].iter().copied().collect();
@@ -590,4 +585,286 @@ fn cache_build_writes_the_frames_random_sampling_draws() {
         1,
         "frames {seen:?} are not on one stride grid"
     );
+}
+
+/// Sequential sampling of files goes by plan: file order, every frame once (the ffmpeg CLI's
+/// frames in file order with a buffer of one), 1 and 3 decoders emit the same bytes, and a
+/// resume mid-epoch seeks to (file, timestamp) and continues exactly, decoding only what is
+/// still to come instead of the prefix.
+#[test]
+fn sequential_files_decode_in_parallel_and_resume_by_seeking() {
+    let dir = tempfile::tempdir().unwrap();
+    let (videos, cache) = (dir.path().join("v"), dir.path().join("cache"));
+    std::fs::create_dir_all(&videos).unwrap();
+    // 200 frames (8 s at 25 fps, a keyframe every 12) and then 50 more in another container.
+    let a = videos.join("a.mp4");
+    let b = videos.join("b.mkv");
+    for (path, duration, codec) in [
+        (&a, "8", ["-c:v", "libx264", "-g", "12", "-bf", "2"]),
+        (&b, "2", ["-c:v", "mpeg4", "-g", "12", "-bf", "1"]),
+    ] {
+        let src = format!("testsrc2=size=96x64:rate=25:duration={duration}");
+        let mut args = vec!["-f", "lavfi", "-i", &src, "-pix_fmt", "yuv420p"];
+        args.extend_from_slice(&codec);
+        args.push(path.to_str().unwrap());
+        ffmpeg(&args);
+    }
+    let opts = |decoders: usize, shuffle_buffer: usize| VideoConfig {
+        decoders,
+        shuffle_buffer,
+        ..options(VideoSampling::Sequential, &cache)
+    };
+    let run = |decoders: usize, shuffle_buffer: usize, start: u64| {
+        let mut src = open_at(&videos, opts(decoders, shuffle_buffer)).unwrap();
+        let (frames, skips) = collect(&mut src, &pass(2, start));
+        assert!(skips.is_empty(), "{skips:?}");
+        (frames, src.stats().decoded.load(Ordering::Relaxed))
+    };
+
+    // A buffer of one: the files' frames in file order, as the ffmpeg CLI decodes them.
+    let (plain, _) = run(3, 1, 0);
+    let refs: Vec<Vec<u8>> = [&a, &b]
+        .iter()
+        .flat_map(|f| reference_frames(f, 96, 64))
+        .collect();
+    assert_eq!((plain.len(), refs.len()), (250, 250));
+    for (i, (pos, w, h, data)) in plain.iter().enumerate() {
+        assert_eq!((*pos, *w, *h), (i as u64, 96, 64));
+        let d = mean_abs_diff(data, &refs[i]);
+        assert!(d < 1.0, "frame {i} differs from the CLI's by {d}");
+        for j in [i.wrapping_sub(1), i + 1] {
+            if let Some(other) = refs.get(j) {
+                assert!(mean_abs_diff(data, other) > d, "frame {i} looks like {j}");
+            }
+        }
+    }
+
+    // Shuffled through a buffer of 16: 1 and 3 decoders give the same bytes.
+    let (one, decoded_full) = run(1, 16, 0);
+    let (three, _) = run(3, 16, 0);
+    assert_eq!(one.len(), 250);
+    assert!(
+        one == three,
+        "1 and 3 decoders emit the same frames in order"
+    );
+    let order: Vec<usize> = one
+        .iter()
+        .map(|f| plain.iter().position(|p| p.3 == f.3).unwrap())
+        .collect();
+    assert_ne!(order, (0..250).collect::<Vec<_>>(), "not shuffled");
+
+    // Resume at 170 (in a.mp4): the same tail byte for byte; the source seeks to the first
+    // frame still to come, and decodes from its keyframe on, not the 170 frames before.
+    let start = 170u64;
+    let (resumed, decoded_resumed) = run(3, 16, start);
+    assert!(
+        resumed[..] == one[start as usize..],
+        "the resume continues exactly"
+    );
+    let src = open_at(&videos, opts(3, 16)).unwrap();
+    let first = *order[start as usize..].iter().min().unwrap();
+    let (file, seconds) = src.resume_point(5, 2, start).unwrap();
+    assert_eq!(file, a);
+    assert!(
+        (seconds - first as f64 / 25.0).abs() < 1e-6,
+        "resume point {seconds}s, first frame still to come {first}"
+    );
+    // From the keyframe before that frame to the end: at most 12 more, plus decoder delay.
+    let bound = (250 - first + 12 + 8) as u64;
+    assert!(
+        decoded_resumed <= bound && decoded_resumed + 100 <= decoded_full,
+        "resume decoded {decoded_resumed} pictures (bound {bound}), the whole pass {decoded_full}"
+    );
+    eprintln!(
+        "sequential resume at {start}/250 from {}s: decoded {decoded_resumed} pictures, the whole pass {decoded_full}",
+        seconds
+    );
+}
+
+/// A 4 s, 25 fps video whose frame N is solid gray, luma 16 + 2N (lossless H.264): a crop's
+/// value names its frame. Returns the path and each frame's RGB value as the ffmpeg CLI
+/// decodes it.
+fn numbered_video(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let file = dir.join("numbered.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=black:s=64x48:r=25:d=4",
+        "-vf",
+        "geq=lum='16+2*N':cb=128:cr=128",
+        "-c:v",
+        "libx264",
+        "-qp",
+        "0",
+        "-g",
+        "12",
+        "-bf",
+        "2",
+        "-pix_fmt",
+        "yuv420p",
+        file.to_str().unwrap(),
+    ]);
+    let values: Vec<u8> = reference_frames(&file, 64, 48)
+        .iter()
+        .map(|f| f[3 * (24 * 64 + 32)])
+        .collect();
+    assert_eq!(values.len(), 100);
+    assert!(values.windows(2).all(|w| w[1] > w[0]), "{values:?}");
+    (file, values)
+}
+
+/// The frame whose value is `v` (within one level), if exactly one is.
+fn frame_of(values: &[u8], v: u8) -> Option<usize> {
+    let hits: Vec<usize> = (0..values.len())
+        .filter(|&i| (values[i] as i32 - v as i32).abs() <= 1)
+        .collect();
+    (hits.len() == 1).then(|| hits[0])
+}
+
+/// `source.temporal_pairs`: each sample's two global crops come from two frames 0.3–0.9 s
+/// apart (8–22 frames at 25 fps) of the file, its local crops from one of the two; the same
+/// bytes with 1 and 3 decoders, in random and sequential sampling; the drawn frames (global 0)
+/// are those of the pass without pairs, whose two globals share one frame.
+#[test]
+fn temporal_pairs_take_the_globals_from_two_frames_apart() {
+    use dino_stream::batch::Cursor;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, values) = numbered_video(dir.path());
+    let config = |sampling: &str, pairs: bool, decoders: usize| {
+        let source = format!(
+            "type = \"video\"\npath = \"{}\"\nsampling = \"{sampling}\"\nmax_side = 0\n\
+             shuffle_buffer = 16\ndecoders = {decoders}\nindex_cache = \"{}\"\n\
+             temporal_pairs = {pairs}\npair_seconds = [0.3, 0.9]",
+            file.display(),
+            dir.path().join("idx").display()
+        );
+        let sets = [
+            "augment.jitter_p=0",
+            "augment.grayscale_p=0",
+            "augment.solarize_p=0",
+            "augment.blur_p_global1=0",
+            "augment.blur_p_global2=0",
+            "augment.blur_p_local=0",
+            "train.steps_per_epoch=12",
+        ];
+        let sub = dir.path().join(format!("{sampling}-{pairs}-{decoders}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        common::tiny_config(&sub, &source, sets.iter().map(|s| s.to_string()).collect())
+    };
+    let start = Cursor {
+        epoch: 0,
+        position: 0,
+    };
+    // (global 0, global 1, locals) frame numbers of every sample of the first 12 batches.
+    let frames = |batches: &[dino_stream::batch::Batch]| {
+        let mut out = Vec::new();
+        for b in batches {
+            let (gb, lb) = (32 * 32 * 3, 16 * 16 * 3);
+            let n = b.size;
+            for i in 0..n {
+                let view = |bytes: &[u8], k: usize, len: usize| {
+                    let crop = &bytes[k * len..(k + 1) * len];
+                    assert!(crop.iter().all(|&x| x == crop[0]), "a solid frame's crop");
+                    frame_of(&values, crop[0]).expect("a crop names one frame")
+                };
+                let g0 = view(&b.global, i, gb);
+                let g1 = view(&b.global, n + i, gb);
+                let locals: Vec<usize> = (0..b.local_crops)
+                    .map(|l| view(&b.local, l * n + i, lb))
+                    .collect();
+                out.push((g0, g1, locals));
+            }
+        }
+        out
+    };
+    for sampling in ["random", "sequential"] {
+        let one = common::pipeline_batches(&config(sampling, true, 1), start, 12);
+        let three = common::pipeline_batches(&config(sampling, true, 3), start, 12);
+        assert_eq!(one.len(), 12);
+        assert!(
+            one.iter()
+                .zip(&three)
+                .all(|(a, b)| a.global == b.global && a.local == b.local),
+            "{sampling}: 1 and 3 decoders give the same batches"
+        );
+        let pairs = frames(&one);
+        let (mut later, mut earlier) = (0, 0);
+        for (g0, g1, locals) in &pairs {
+            let d = g0.abs_diff(*g1);
+            assert!(
+                (8..=22).contains(&d),
+                "{sampling}: frames {g0} and {g1} are {d} frames apart"
+            );
+            assert!(locals.iter().all(|l| l == g0 || l == g1), "{locals:?}");
+            if g1 > g0 {
+                later += 1;
+            } else {
+                earlier += 1;
+            }
+        }
+        assert!(
+            later > 10 && earlier > 10,
+            "later {later}, earlier {earlier}"
+        );
+        let drawn: std::collections::HashSet<usize> = pairs.iter().map(|p| p.0).collect();
+        assert_eq!(drawn.len(), 96, "{sampling}: every drawn frame once");
+        // Without pairs: the same drawn frames in the same order, both globals from it.
+        let off = frames(&common::pipeline_batches(
+            &config(sampling, false, 3),
+            start,
+            12,
+        ));
+        assert_eq!(
+            off.iter().map(|p| p.0).collect::<Vec<_>>(),
+            pairs.iter().map(|p| p.0).collect::<Vec<_>>()
+        );
+        assert!(off
+            .iter()
+            .all(|(g0, g1, l)| g0 == g1 && l.iter().all(|x| x == g0)));
+    }
+
+    // What the partners cost in decoded pictures: the same pass with and without pairs.
+    let decoded = |sampling: VideoSampling, pairs: bool| {
+        let mut o = options(sampling, &dir.path().join("idx"));
+        o.temporal_pairs = pairs;
+        o.pair_seconds = [0.3, 0.9];
+        o.shuffle_buffer = 16;
+        let mut src = open_at(&file, o).unwrap();
+        let (frames, _) = collect(&mut src, &pass(0, 0));
+        assert_eq!(frames.len(), 100);
+        src.stats().decoded.load(Ordering::Relaxed)
+    };
+    for sampling in [VideoSampling::Random, VideoSampling::Sequential] {
+        eprintln!(
+            "{sampling:?}, stride 1, 100 frames: {} pictures decoded without pairs, {} with",
+            decoded(sampling, false),
+            decoded(sampling, true)
+        );
+    }
+}
+
+/// `source.temporal_pairs` needs seekable files: a live stream is refused up front with the
+/// key, as is a reversed `pair_seconds`; other source kinds have no such key at all.
+#[test]
+fn temporal_pairs_are_refused_for_live_streams_and_other_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    for (source, key) in [
+        (
+            "type = \"video\"\npath = \"rtsp://127.0.0.1:1/x\"\nsampling = \"sequential\"\ntemporal_pairs = true",
+            "source.temporal_pairs",
+        ),
+        (
+            "type = \"video\"\npath = \"v.mp4\"\ntemporal_pairs = true\npair_seconds = [2.0, 1.0]",
+            "source.pair_seconds",
+        ),
+        (
+            "type = \"image_folder\"\npath = \"x\"\ntemporal_pairs = true",
+            "temporal_pairs",
+        ),
+    ] {
+        let path = common::tiny_pipeline(dir.path(), source, "");
+        let e = dino_stream::config::load(&path, &Default::default()).expect_err("refused");
+        assert!(e.to_string().contains(key), "{e}");
+    }
 }

@@ -171,6 +171,9 @@ pub enum AugmentError {
     },
 }
 
+/// Keys the draw of which picture of a temporal pair a local view is cut from.
+const PAIR_SALT: u64 = 0x7E3A_9A12;
+
 /// One worker's multi-crop engine: the recipe plus scratch buffers it reuses across images.
 ///
 /// Each view draws from its own generator keyed by (seed, epoch, sample id, view index), so
@@ -243,6 +246,48 @@ impl MultiCrop {
             .chain(local.chunks_exact_mut(lb.max(1)));
         for (params, dst) in plan.views.iter().zip(views) {
             params.render_reduced(frame, reduction, &mut self.resampler, &mut self.blur, dst)?;
+        }
+        Ok(())
+    }
+
+    /// Video temporal pairs: global view 0 from `first`, global view 1 from `second` (a frame
+    /// of the same file `source.pair_seconds` away), each local view from one of the two, drawn
+    /// from (seed, epoch, sample id, view). Each view's parameters are those
+    /// [`MultiCrop::apply`] draws on its picture's size, so `apply_pair(f, f)` equals
+    /// `apply(f)`.
+    pub fn apply_pair(
+        &mut self,
+        first: &Frame,
+        second: &Frame,
+        epoch: u64,
+        sample_id: u64,
+        global: &mut [u8],
+        local: &mut [u8],
+    ) -> Result<(), AugmentError> {
+        check_frame(first)?;
+        check_frame(second)?;
+        let (gb, lb) = (self.cfg.global_bytes(), self.cfg.local_bytes());
+        check_len("global", global.len(), AugmentConfig::GLOBAL_CROPS * gb)?;
+        check_len("local", local.len(), self.cfg.local_crops * lb)?;
+        let frames = [first, second];
+        let plans = frames.map(|f| self.plan(f.width, f.height, epoch, sample_id));
+        let views = global
+            .chunks_exact_mut(gb)
+            .chain(local.chunks_exact_mut(lb.max(1)));
+        for (v, dst) in views.enumerate() {
+            let k = match v {
+                0 | 1 => v,
+                _ => crate::rng::Rng::keyed(&[self.seed, epoch, sample_id, v as u64, PAIR_SALT])
+                    .below(2) as usize,
+            };
+            let identity = Reduction::identity(frames[k].width, frames[k].height);
+            plans[k].views[v].render_reduced(
+                frames[k],
+                &identity,
+                &mut self.resampler,
+                &mut self.blur,
+                dst,
+            )?;
         }
         Ok(())
     }

@@ -126,3 +126,44 @@ fn eval_view_is_a_centre_crop_of_the_shorter_side_resize() {
     let tiny = eval_view(&textured(3, 2), 32).unwrap();
     assert_eq!(tiny.len(), 32 * 32 * 3);
 }
+
+/// Temporal pairs: with one picture twice the pair path cuts what `apply` cuts; with two solid
+/// pictures (colour changes off) global 0 is the first, global 1 the second, and each local
+/// view one of the two, both used.
+#[test]
+fn apply_pair_takes_a_global_view_from_each_picture() {
+    let cfg = AugmentConfig {
+        local_crops: 12,
+        ..AugmentConfig::default()
+    };
+    let f = textured(300, 200);
+    let mut mc = MultiCrop::new(&cfg, 7);
+    let mut g = vec![0u8; 2 * cfg.global_bytes()];
+    let mut l = vec![0u8; cfg.local_crops * cfg.local_bytes()];
+    mc.apply_pair(&f, &f, 2, 11, &mut g, &mut l).unwrap();
+    assert_eq!((g.clone(), l.clone()), run(&mut mc, &f, 2, 11));
+
+    let plain = AugmentConfig {
+        jitter_p: 0.0,
+        grayscale_p: 0.0,
+        solarize_p: 0.0,
+        blur_p_global1: 0.0,
+        blur_p_global2: 0.0,
+        blur_p_local: 0.0,
+        ..cfg.clone()
+    };
+    let mut mc = MultiCrop::new(&plain, 7);
+    let solid = |v: u8, w, h| Frame::from_rgb(w, h, vec![v; (w * h * 3) as usize]);
+    let (a, b) = (solid(40, 300, 200), solid(200, 280, 210));
+    mc.apply_pair(&a, &b, 2, 11, &mut g, &mut l).unwrap();
+    let (g0, g1) = g.split_at(plain.global_bytes());
+    assert!(g0.iter().all(|&x| x == 40) && g1.iter().all(|&x| x == 200));
+    let locals: Vec<u8> = l.chunks(plain.local_bytes()).map(|c| c[0]).collect();
+    for (c, &v) in l.chunks(plain.local_bytes()).zip(&locals) {
+        assert!(
+            (v == 40 || v == 200) && c.iter().all(|&x| x == v),
+            "{locals:?}"
+        );
+    }
+    assert!(locals.contains(&40) && locals.contains(&200), "{locals:?}");
+}

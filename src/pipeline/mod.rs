@@ -110,6 +110,9 @@ pub struct Sourced {
     /// A name for logs when the payload still has to be decoded.
     pub origin: String,
     pub payload: Option<Payload>,
+    /// A video temporal pair's second picture (`source.temporal_pairs`): the second global
+    /// crop comes from it.
+    pub partner: Option<Frame>,
 }
 
 /// Decode → augment.
@@ -119,6 +122,8 @@ pub struct Decoded {
     /// How `frame` relates to the full-size picture, and the crops drawn on that picture
     /// before decoding (crop-aware decoding; `None`: the frame is the picture, crops not drawn).
     pub reduced: Option<(Reduction, CropPlan)>,
+    /// The temporal pair's second picture, as in [`Sourced`].
+    pub partner: Option<Frame>,
 }
 
 /// Heap bytes of a frame: a memory-mapped frame (shard cache) holds none of its own.
@@ -131,17 +136,19 @@ fn frame_bytes(frame: &Frame) -> u64 {
 
 impl Weigh for Sourced {
     fn weight(&self) -> u64 {
-        match &self.payload {
-            None => 0,
-            Some(Payload::Encoded(bytes)) => bytes.len() as u64,
-            Some(Payload::Decoded(frame)) => frame_bytes(frame),
-        }
+        let partner = self.partner.as_ref().map_or(0, frame_bytes);
+        partner
+            + match &self.payload {
+                None => 0,
+                Some(Payload::Encoded(bytes)) => bytes.len() as u64,
+                Some(Payload::Decoded(frame)) => frame_bytes(frame),
+            }
     }
 }
 
 impl Weigh for Decoded {
     fn weight(&self) -> u64 {
-        self.frame.as_ref().map_or(0, frame_bytes)
+        self.frame.as_ref().map_or(0, frame_bytes) + self.partner.as_ref().map_or(0, frame_bytes)
     }
 }
 
@@ -178,6 +185,7 @@ impl DecodeStep {
             meta: s.meta,
             frame,
             reduced,
+            partner: s.partner,
         }
     }
 }
@@ -248,8 +256,16 @@ impl AugmentStep {
         let crops = d.frame.and_then(|frame| {
             let mut crops = self.pool.take();
             let (epoch, id) = (d.meta.epoch, d.meta.id);
-            let result = match &d.reduced {
-                Some((reduction, plan)) => self.multicrop.apply_reduced(
+            let result = match (&d.reduced, &d.partner) {
+                (_, Some(partner)) => self.multicrop.apply_pair(
+                    &frame,
+                    partner,
+                    epoch,
+                    id,
+                    &mut crops.global,
+                    &mut crops.local,
+                ),
+                (Some((reduction, plan)), None) => self.multicrop.apply_reduced(
                     &frame,
                     reduction,
                     Some(plan),
@@ -258,7 +274,7 @@ impl AugmentStep {
                     &mut crops.global,
                     &mut crops.local,
                 ),
-                None => {
+                (None, None) => {
                     self.multicrop
                         .apply(&frame, epoch, id, &mut crops.global, &mut crops.local)
                 }

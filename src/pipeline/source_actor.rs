@@ -35,7 +35,7 @@ pub fn spawn(
         .spawn(move || supervisor.clone().guard("source", move || {
             let items = metrics.stage_items.with_label_values(&["source"]);
             let mut seq = 0u64;
-            let mut send = |meta_epoch: u64, slot: Slot, id: u64, label, origin: String, payload: Option<Payload>| -> bool {
+            let mut send = |meta_epoch: u64, slot: Slot, id: u64, label, origin: String, payload: Option<Payload>, partner| -> bool {
                 if stop.load(Ordering::Relaxed) || !gate.admit(seq, &stop) {
                     return false;
                 }
@@ -44,7 +44,7 @@ pub fn spawn(
                 let meta = SampleMeta { seq, epoch: meta_epoch, position, id, label, next, ends_batch };
                 seq += 1;
                 items.inc();
-                out.send(Sourced { meta, origin, payload }).is_ok()
+                out.send(Sourced { meta, origin, payload, partner }).is_ok()
             };
             match source {
                 OpenedSource::Indexed(src) => {
@@ -61,7 +61,7 @@ pub fn spawn(
                                     (String::new(), None)
                                 }
                             };
-                            if !send(epoch, slot, id, src.label(id), origin, payload) {
+                            if !send(epoch, slot, id, src.label(id), origin, payload, None) {
                                 return;
                             }
                         }
@@ -72,14 +72,14 @@ pub fn spawn(
                     for epoch in start.epoch..epochs {
                         let from = if epoch == start.epoch { start.position } else { 0 };
                         let mut emitted = 0u64;
-                        let mut emit = |position: u64, frame| {
+                        let mut emit = |position: u64, frame, partner| {
                             emitted += 1;
                             let slot = Slot { position, next: position + 1, ends_batch: false };
-                            send(epoch, slot, position, None, String::new(), Some(Payload::Decoded(frame)))
+                            send(epoch, slot, position, None, String::new(), Some(Payload::Decoded(frame)), partner)
                         };
                         let mut skip = |what: &str, why: &str| skips.skip("source", what, why);
                         let pass = Pass { seed, epoch, start: from, max_pixels };
-                        if src.run_pass(&pass, &mut emit, &mut skip) == PassEnd::Stopped {
+                        if src.run_pass_pairs(&pass, &mut emit, &mut skip) == PassEnd::Stopped {
                             return;
                         }
                         if emitted == 0 && from == 0 {

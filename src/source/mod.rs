@@ -412,6 +412,18 @@ pub trait StreamSource: Send {
         emit: &mut dyn FnMut(u64, Frame) -> bool,
         skip: &mut dyn FnMut(&str, &str),
     ) -> PassEnd;
+
+    /// `run_pass` where a sample may carry a second picture, `emit(position, frame, partner)`:
+    /// video temporal pairs (`source.temporal_pairs`), whose augment takes one global crop from
+    /// each. Sources without pairs emit `run_pass`'s frames alone.
+    fn run_pass_pairs(
+        &mut self,
+        pass: &Pass,
+        emit: &mut dyn FnMut(u64, Frame, Option<Frame>) -> bool,
+        skip: &mut dyn FnMut(&str, &str),
+    ) -> PassEnd {
+        self.run_pass(pass, &mut |p, frame| emit(p, frame, None), skip)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,26 +33,30 @@ pub struct VideoConfig {
     pub limit: Option<u64>,
     /// `random` (frames drawn uniformly over the corpus, in an order that is a pure function
     /// of seed and epoch; the epoch length is known, so `train.steps_per_epoch` may be left
-    /// out; with `limit`, that many frames are drawn per epoch) or `sequential` (file order;
-    /// for streams).
+    /// out; with `limit`, that many frames are drawn per epoch) or `sequential` (file order,
+    /// then the shuffle buffer; files are decoded in parallel and resumed by seeking, live
+    /// streams read as they come).
     #[serde(default)]
     pub sampling: VideoSampling,
-    /// Random sampling: only frames in `[start_seconds, end_seconds)` from each file's start.
+    /// Files: only frames in `[start_seconds, end_seconds)` from each file's start.
     #[serde(default)]
     pub start_seconds: Option<f64>,
-    /// Random sampling: see `start_seconds`.
+    /// Files: see `start_seconds`.
     #[serde(default)]
     pub end_seconds: Option<f64>,
-    /// The shuffle buffer in frames. Random sampling: part of the plan (decoded frames held at
-    /// most: `shuffle_buffer` x `max_side`² x 3 bytes). Sequential (files and live streams):
-    /// frames in stream order go in, each new one pushes out one drawn at random (seeded by
-    /// seed and epoch); 1 keeps stream order.
+    /// The shuffle buffer in frames: frames in plan (random) or file (sequential) order go in,
+    /// each new one pushes out one drawn at random (seeded by seed and epoch); 1 keeps that
+    /// order. Decoded frames held: about `shuffle_buffer` x `max_side`² x 3 bytes, plus the
+    /// decoders' units in flight (docs/ARCHITECTURE.md).
     #[serde(default = "default_shuffle_buffer")]
     pub shuffle_buffer: usize,
-    /// Sequential sampling: the shuffle buffer's bound in bytes as well (0: frames only).
+    /// Sequential sampling: the shuffle buffer's bound in bytes as well (0: frames only); for
+    /// files it caps the buffer at `shuffle_bytes / (max_side² x 3)` frames (`max_side` 0: the
+    /// largest file's frame size).
     #[serde(default = "default_shuffle_bytes")]
     pub shuffle_bytes: u64,
-    /// Random sampling: decoder threads, each decoding keyframe-aligned units (0: one per core).
+    /// Files (random or sequential sampling): decoder threads, each decoding keyframe-aligned
+    /// units (0: one per core).
     #[serde(default)]
     pub decoders: usize,
     /// FFmpeg's own threads inside each decoder (1: none; 0: FFmpeg picks).
@@ -62,10 +66,19 @@ pub struct VideoConfig {
     /// (never enlarged; 0 keeps the full size).
     #[serde(default = "default_max_side")]
     pub max_side: u32,
-    /// Random sampling: where keyframe indexes are cached, keyed by path, size and mtime
+    /// Files: where keyframe indexes are cached, keyed by path, size and mtime
     /// (unset: `$XDG_CACHE_HOME/dino-stream/video-index` or `~/.cache/...`).
     #[serde(default)]
     pub index_cache: Option<PathBuf>,
+    /// Files only: each sample is two frames of one file `pair_seconds` apart; its first global
+    /// crop comes from one, its second from the other, and each local crop from one of the two
+    /// (drawn). Both are decoded by the unit that decodes the sample's frame.
+    #[serde(default)]
+    pub temporal_pairs: bool,
+    /// Temporal pairs: `[min, max]` seconds between a sample's two frames (the partner is drawn
+    /// per sample among the file's frames that far later or earlier).
+    #[serde(default = "default_pair_seconds")]
+    pub pair_seconds: [f64; 2],
     /// Live streams (URLs): FFmpeg protocols they may use, comma-separated (local files are
     /// always opened with `file` alone). `file` is left out so that a remote playlist cannot
     /// name local files.
@@ -106,6 +119,9 @@ fn default_ffmpeg_threads() -> u32 {
 fn default_max_side() -> u32 {
     512
 }
+fn default_pair_seconds() -> [f64; 2] {
+    [0.25, 1.0]
+}
 fn default_url_protocols() -> String {
     "http,https,tcp,tls,udp,rtp,rtsp,srt,pipe,crypto,data".into()
 }
@@ -143,6 +159,8 @@ impl VideoConfig {
             threads: default_ffmpeg_threads(),
             max_side: default_max_side(),
             index_cache: None,
+            temporal_pairs: false,
+            pair_seconds: default_pair_seconds(),
             url_protocols: default_url_protocols(),
             live_buffer: default_live_buffer(),
             live_timeout_seconds: default_live_timeout(),
@@ -216,6 +234,12 @@ impl VideoConfig {
             self.sampling == VideoSampling::Sequential || !is_url(&text),
             &k("sampling"),
             || format!("\"random\" needs seekable files; {text} is a stream: use \"sequential\""),
+        );
+        problems.interval(&k("pair_seconds"), self.pair_seconds, 0.0, 86400.0);
+        problems.check(
+            !(self.temporal_pairs && is_url(&text)),
+            &k("temporal_pairs"),
+            || format!("needs seekable files; {text} is a live stream"),
         );
     }
 }

@@ -16,7 +16,9 @@ use super::index::FileIndex;
 use super::inputs::{open_input, Input};
 use crate::frame::Frame;
 
-/// One unit to decode: `wanted` (feed index, presentation timestamp) sorted by timestamp.
+/// One unit to decode: `wanted` (the caller's key, presentation timestamp) sorted by
+/// timestamp, decoded from the keyframe of GOP `gop` (that of the earliest wanted frame).
+/// Several keys may want one frame (a temporal pair's partner that is also a drawn frame).
 pub struct UnitJob {
     pub file: u32,
     pub gop: u32,
@@ -116,8 +118,8 @@ impl<'a> Actor<'a> {
         let frames = job
             .wanted
             .iter()
-            .map(|&(feed, pts)| {
-                let r = got.remove(&feed).unwrap_or_else(|| {
+            .map(|&(key, pts)| {
+                let r = got.remove(&key).unwrap_or_else(|| {
                     Err(failure.clone().unwrap_or_else(|| {
                         format!(
                             "frame at {:.3}s (pts {pts}) not decoded",
@@ -125,7 +127,7 @@ impl<'a> Actor<'a> {
                         )
                     }))
                 });
-                (feed, r)
+                (key, r)
             })
             .collect();
         UnitResult {
@@ -143,12 +145,10 @@ impl<'a> Actor<'a> {
         got: &mut HashMap<u64, Result<Frame, String>>,
         corrupt: &mut u64,
     ) -> Result<Landing, String> {
-        let want: BTreeMap<i64, u64> = job
-            .wanted
-            .iter()
-            .filter(|(feed, _)| !got.contains_key(feed))
-            .map(|&(feed, pts)| (pts, feed))
-            .collect();
+        let mut want: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+        for &(key, pts) in job.wanted.iter().filter(|(k, _)| !got.contains_key(k)) {
+            want.entry(pts).or_default().push(key);
+        }
         let (Some((&min, _)), Some((&max, _))) = (want.first_key_value(), want.last_key_value())
         else {
             return Ok(Landing::Early);
@@ -192,8 +192,14 @@ impl<'a> Actor<'a> {
                 if std::mem::take(&mut first) && pts > min {
                     return Some(Landing::Late);
                 }
-                if let Some(&feed) = want.get(&pts) {
-                    got.entry(feed).or_insert_with(|| scaler.convert(picture));
+                if let Some(keys) = want.get(&pts) {
+                    if let Some((&last, rest)) = keys.split_last() {
+                        let frame = scaler.convert(picture);
+                        for &k in rest {
+                            got.entry(k).or_insert_with(|| frame.clone());
+                        }
+                        got.entry(last).or_insert(frame);
+                    }
                 }
                 if pts >= max {
                     return Some(Landing::Early);

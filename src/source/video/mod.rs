@@ -3,9 +3,11 @@
 //! - `inputs`: what a path names (file, directory, list file, URL) and how each is opened
 //!   (whitelisted protocols and demuxers);
 //! - `index`: the per-file keyframe index, cached on disk;
-//! - `plan`: a random-sampling epoch's order, a pure function of (seed, epoch);
+//! - `plan`: an epoch's order over files (random, or sequential), a pure function of
+//!   (seed, epoch);
 //! - `decoders`: the decoder actors that seek and decode keyframe-aligned units in parallel;
-//! - `random`, `sequential`: the two kinds of pass;
+//! - `planned`: a pass by plan (random sampling, and sequential sampling of files);
+//! - `sequential`: inputs that include live streams, front to back, then `shuffle`;
 //! - `live`: a URL read by its own thread, frames dropped when the pipeline is full, reconnected
 //!   with backoff when it drops;
 //! - `frames`: decoded pictures to RGB8 at the working size (`max_side`) in FFmpeg's scaler;
@@ -17,7 +19,7 @@ pub mod index;
 pub mod inputs;
 mod live;
 pub mod plan;
-mod random;
+mod planned;
 mod sequential;
 mod shuffle;
 
@@ -32,21 +34,21 @@ use super::{Pass, PassEnd, SourceError, StreamSource, VideoConfig, VideoSampling
 use crate::frame::Frame;
 use index::FileIndex;
 use inputs::Input;
-use plan::Sampling;
+use plan::{Order, Sampling};
 
 use super::video_stats as stats;
 pub use frames::working_size;
 pub use stats::{InputStats, VideoStats};
 
 enum Mode {
-    Random {
+    /// Files by plan: random sampling, and sequential sampling when every input is a file.
+    Planned {
         files: Vec<PathBuf>,
         indexes: Vec<Arc<FileIndex>>,
         sampling: Sampling,
     },
-    Sequential {
-        inputs: Vec<Input>,
-    },
+    /// Sequential sampling of inputs that include live streams (URLs): front to back.
+    Sequential { inputs: Vec<Input> },
 }
 
 pub struct VideoSource {
@@ -81,54 +83,75 @@ impl VideoSource {
         };
         let inputs = inputs::list(path).map_err(err)?;
         let mut unreadable = Vec::new();
-        let mode = match opts.sampling {
-            VideoSampling::Sequential => Mode::Sequential { inputs },
-            VideoSampling::Random => {
-                let cache = opts
-                    .index_cache
-                    .clone()
-                    .unwrap_or_else(index::default_cache_dir);
-                let mut files = Vec::new();
-                let mut indexes = Vec::new();
-                for input in inputs {
-                    let file = match input {
-                        Input::File(f) => f,
-                        Input::Url(u) => {
-                            return Err(err(format!(
-                                "{u}: random sampling needs seekable files; set source.sampling = \"sequential\" for streams"
-                            )))
-                        }
-                    };
-                    match index::load(&file, &cache) {
-                        Ok((idx, _)) if idx.frames() > 0 => {
-                            files.push(file);
-                            indexes.push(Arc::new(idx));
-                        }
-                        Ok(_) => unreadable.push((file.display().to_string(), "no frames".into())),
-                        Err(e) => unreadable.push((file.display().to_string(), e.to_string())),
+        let streams = inputs.iter().any(|i| matches!(i, Input::Url(_)));
+        let mode = if opts.sampling == VideoSampling::Sequential && streams {
+            if opts.temporal_pairs {
+                return Err(err(
+                    "source.temporal_pairs needs seekable files; these inputs include a live stream"
+                        .into(),
+                ));
+            }
+            Mode::Sequential { inputs }
+        } else {
+            let cache = opts
+                .index_cache
+                .clone()
+                .unwrap_or_else(index::default_cache_dir);
+            let mut files = Vec::new();
+            let mut indexes = Vec::new();
+            for input in inputs {
+                let file = match input {
+                    Input::File(f) => f,
+                    Input::Url(u) => {
+                        return Err(err(format!(
+                            "{u}: random sampling needs seekable files; set source.sampling = \"sequential\" for streams"
+                        )))
                     }
+                };
+                match index::load(&file, &cache) {
+                    Ok((idx, _)) if idx.frames() > 0 => {
+                        files.push(file);
+                        indexes.push(Arc::new(idx));
+                    }
+                    Ok(_) => unreadable.push((file.display().to_string(), "no frames".into())),
+                    Err(e) => unreadable.push((file.display().to_string(), e.to_string())),
                 }
-                if files.is_empty() {
-                    let first = unreadable
-                        .first()
-                        .map(|(f, e)| format!(": {f}: {e}"))
-                        .unwrap_or_default();
-                    return Err(err(format!(
-                        "no readable video among {} inputs{first}",
-                        unreadable.len()
-                    )));
+            }
+            // Sequential sampling reports unreadable files in each pass and goes on; random
+            // sampling needs something to draw from.
+            if files.is_empty() && opts.sampling == VideoSampling::Random {
+                let first = unreadable
+                    .first()
+                    .map(|(f, e)| format!(": {f}: {e}"))
+                    .unwrap_or_default();
+                return Err(err(format!(
+                    "no readable video among {} inputs{first}",
+                    unreadable.len()
+                )));
+            }
+            let order = match opts.sampling {
+                VideoSampling::Random => Order::Random,
+                VideoSampling::Sequential => Order::Sequential,
+            };
+            let shuffle_buffer = match order {
+                Order::Random => opts.shuffle_buffer,
+                Order::Sequential => {
+                    opts.shuffle_buffer
+                        .min(bytes_cap(opts.shuffle_bytes, opts.max_side, &indexes))
                 }
-                Mode::Random {
-                    files,
-                    indexes,
-                    sampling: Sampling {
-                        stride: opts.stride.max(1),
-                        limit: opts.limit,
-                        start_seconds: opts.start_seconds,
-                        end_seconds: opts.end_seconds,
-                        shuffle_buffer: opts.shuffle_buffer.max(1),
-                    },
-                }
+            };
+            Mode::Planned {
+                files,
+                indexes,
+                sampling: Sampling {
+                    order,
+                    stride: opts.stride.max(1),
+                    limit: opts.limit,
+                    start_seconds: opts.start_seconds,
+                    end_seconds: opts.end_seconds,
+                    shuffle_buffer: shuffle_buffer.max(1),
+                    pair_seconds: opts.temporal_pairs.then_some(opts.pair_seconds),
+                },
             }
         };
         Ok(VideoSource {
@@ -144,12 +167,42 @@ impl VideoSource {
         self.stats.clone()
     }
 
-    /// Files read by random sampling, in index order (empty when sequential).
+    /// Files read by plan, in index order (empty when the inputs include live streams).
     pub fn files(&self) -> &[PathBuf] {
         match &self.mode {
-            Mode::Random { files, .. } => files,
+            Mode::Planned { files, .. } => files,
             Mode::Sequential { .. } => &[],
         }
+    }
+
+    /// The sampling a planned source uses (the shuffle buffer in frames, after
+    /// `shuffle_bytes`), or `None` when the inputs include live streams.
+    pub fn sampling(&self) -> Option<&Sampling> {
+        match &self.mode {
+            Mode::Planned { sampling, .. } => Some(sampling),
+            Mode::Sequential { .. } => None,
+        }
+    }
+
+    /// Where a pass of `epoch` resumed at `position` starts decoding, as (file, seconds from
+    /// its first frame): what a sequential resume seeks to (and logs).
+    pub fn resume_point(&self, seed: u64, epoch: u64, position: u64) -> Option<(PathBuf, f64)> {
+        let Mode::Planned {
+            files,
+            indexes,
+            sampling,
+        } = &self.mode
+        else {
+            return None;
+        };
+        let refs: Vec<&FileIndex> = indexes.iter().map(|i| i.as_ref()).collect();
+        let p = plan::plan(&refs, sampling, seed, epoch);
+        plan::resume_point(&p, position).map(|(f, frame)| {
+            (
+                files[f as usize].clone(),
+                indexes[f as usize].seconds(frame),
+            )
+        })
     }
 
     fn decoders(&self) -> usize {
@@ -176,6 +229,25 @@ impl VideoSource {
     }
 }
 
+/// The shuffle buffer's frame count that `bytes` allows (0: no bound): a frame is at most
+/// `max_side`² x 3 bytes, or with `max_side = 0` the largest indexed file's size (a file whose
+/// size grows midway may exceed this).
+fn bytes_cap(bytes: u64, max_side: u32, indexes: &[Arc<FileIndex>]) -> usize {
+    let frame = if max_side > 0 {
+        max_side as u64 * max_side as u64 * 3
+    } else {
+        indexes
+            .iter()
+            .map(|i| i.width as u64 * i.height as u64 * 3)
+            .max()
+            .unwrap_or(0)
+    };
+    if bytes == 0 || frame == 0 {
+        return usize::MAX;
+    }
+    (bytes / frame).max(1) as usize
+}
+
 impl StreamSource for VideoSource {
     fn decoded_pictures(&self) -> Option<u64> {
         Some(self.stats.decoded.load(Ordering::Relaxed))
@@ -190,7 +262,7 @@ impl StreamSource for VideoSource {
 
     fn epoch_len(&self) -> Option<u64> {
         match &self.mode {
-            Mode::Random {
+            Mode::Planned {
                 indexes, sampling, ..
             } => {
                 let refs: Vec<&FileIndex> = indexes.iter().map(|i| i.as_ref()).collect();
@@ -206,12 +278,22 @@ impl StreamSource for VideoSource {
         emit: &mut dyn FnMut(u64, Frame) -> bool,
         skip: &mut dyn FnMut(&str, &str),
     ) -> PassEnd {
+        // A temporal pair's partner is decoded but not handed on here.
+        self.run_pass_pairs(pass, &mut |p, frame, _| emit(p, frame), skip)
+    }
+
+    fn run_pass_pairs(
+        &mut self,
+        pass: &Pass,
+        emit: &mut dyn FnMut(u64, Frame, Option<Frame>) -> bool,
+        skip: &mut dyn FnMut(&str, &str),
+    ) -> PassEnd {
         for (what, why) in &self.unreadable {
             skip(what, why);
         }
         let before = self.stats.corrupt_packets.load(Ordering::Relaxed);
-        // Random sampling counts the whole corpus as one input, under the configured path.
-        let corpus = matches!(self.mode, Mode::Random { .. }).then(|| {
+        // A planned pass counts the whole corpus as one input, under the configured path.
+        let corpus = matches!(self.mode, Mode::Planned { .. }).then(|| {
             self.stats.input_counting(
                 &self.opts.path.display().to_string(),
                 false,
@@ -219,11 +301,11 @@ impl StreamSource for VideoSource {
             )
         });
         let end = match &self.mode {
-            Mode::Random {
+            Mode::Planned {
                 files,
                 indexes,
                 sampling,
-            } => random::RandomPass {
+            } => planned::PlannedPass {
                 indexes,
                 files,
                 sampling,
@@ -239,14 +321,14 @@ impl StreamSource for VideoSource {
                 cfg: &self.opts,
                 stats: &self.stats,
             }
-            .run(pass, emit, skip),
+            .run(pass, &mut |p, frame| emit(p, frame, None), skip),
         };
         if let Some(corpus) = corpus {
             let added = self.stats.corrupt_packets.load(Ordering::Relaxed) - before;
             corpus.corrupt.fetch_add(added, Ordering::Relaxed);
         }
         let what = match &self.mode {
-            Mode::Random { files, .. } if files.len() == 1 => files[0].display().to_string(),
+            Mode::Planned { files, .. } if files.len() == 1 => files[0].display().to_string(),
             Mode::Sequential { inputs } if inputs.len() == 1 => inputs[0].describe(),
             _ => "the video source".to_string(),
         };

@@ -1,7 +1,8 @@
-//! A sequential pass: inputs in order, each decoded front to back on the source thread, every
-//! `stride`-th frame emitted. A packet the decoder refuses is skipped (counted) and decoding
-//! goes on; a resolution change rebuilds the scaler (`FrameScaler`). Resuming decodes up to the
-//! cursor again (only random sampling seeks). A URL is a live stream (`live`): read by its own
+//! A sequential pass over inputs that include live streams (files alone go by plan, `planned`,
+//! and resume by seeking): inputs in order, each decoded front to back on the source thread,
+//! every `stride`-th frame emitted. A packet the decoder refuses is skipped (counted) and
+//! decoding goes on; a resolution change rebuilds the scaler (`FrameScaler`). Resuming decodes
+//! the files before the cursor again. A URL is a live stream (`live`): read by its own
 //! thread, reconnected when it drops, resumed "from now". Frames then go through a shuffle
 //! buffer (`shuffle_buffer` frames, `shuffle_bytes` bytes; `shuffle`): with more than one frame
 //! a position is the index of the emission, and a resumed pass reads and shuffles again, emitting

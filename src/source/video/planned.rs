@@ -1,6 +1,11 @@
-//! A random-sampling pass: the epoch plan (`plan`), its units decoded by the decoder actors
-//! (`decoders`), and the frames emitted in plan order from a map holding at most the shuffle
-//! buffer's worth of decoded frames.
+//! A pass over video files by plan (random sampling, and sequential sampling of files): the
+//! epoch plan (`plan`), its units decoded by the decoder actors (`decoders`), and the frames
+//! emitted in plan order from a map holding at most the shuffle buffer's worth of decoded
+//! frames (plus one unit). A resumed pass decodes only what is still to come, by seeking.
+//!
+//! The decoders' keys are `2 x feed` for a drawn frame and `2 x feed + 1` for its temporal
+//! pair's partner, which the same unit decodes (its run then starts at the earliest and ends at
+//! the latest of the frames and partners it still needs).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,11 +13,11 @@ use std::sync::Arc;
 
 use super::decoders::{run_units, DecodeContext, UnitJob};
 use super::index::FileIndex;
-use super::plan::{self, Sampling};
+use super::plan::{self, Order, Sampling};
 use crate::frame::Frame;
 use crate::source::{Pass, PassEnd};
 
-pub struct RandomPass<'a> {
+pub struct PlannedPass<'a> {
     pub indexes: &'a [Arc<FileIndex>],
     pub files: &'a [std::path::PathBuf],
     pub sampling: &'a Sampling,
@@ -23,11 +28,11 @@ pub struct RandomPass<'a> {
     pub corrupt_packets: &'a AtomicU64,
 }
 
-impl RandomPass<'_> {
+impl PlannedPass<'_> {
     pub fn run(
         &self,
         pass: &Pass,
-        emit: &mut dyn FnMut(u64, Frame) -> bool,
+        emit: &mut dyn FnMut(u64, Frame, Option<Frame>) -> bool,
         skip: &mut dyn FnMut(&str, &str),
     ) -> PassEnd {
         let refs: Vec<&FileIndex> = self.indexes.iter().map(|i| i.as_ref()).collect();
@@ -47,28 +52,51 @@ impl RandomPass<'_> {
             needed[f as usize] = true;
         }
         let mut owner = vec![0u32; feeds as usize];
+        let pairs = self.sampling.pair_seconds.is_some();
         let jobs: Vec<UnitJob> = plan
             .units
             .iter()
             .filter_map(|u| {
                 let index = &self.indexes[u.file as usize];
-                let wanted: Vec<(u64, i64)> = u
-                    .frames
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &fr)| (u.feed_start + j as u64, index.pts[fr as usize]))
-                    .filter(|(feed, _)| needed[*feed as usize])
-                    .collect();
-                for (feed, _) in &wanted {
-                    owner[*feed as usize] = u.file;
+                // (key, frame index) of every picture still needed.
+                let mut frames: Vec<(u64, u32)> = Vec::new();
+                for (j, &fr) in u.frames.iter().enumerate() {
+                    let feed = u.feed_start + j as u64;
+                    if !needed[feed as usize] {
+                        continue;
+                    }
+                    owner[feed as usize] = u.file;
+                    frames.push((2 * feed, fr));
+                    if pairs {
+                        frames.push((2 * feed + 1, u.partners[j]));
+                    }
                 }
-                (!wanted.is_empty()).then_some(UnitJob {
+                frames.sort_by_key(|&(key, fr)| (fr, key));
+                let &(_, earliest) = frames.first()?;
+                Some(UnitJob {
                     file: u.file,
-                    gop: u.gop,
-                    wanted,
+                    gop: index.gop_of(earliest),
+                    wanted: frames
+                        .iter()
+                        .map(|&(key, fr)| (key, index.pts[fr as usize]))
+                        .collect(),
                 })
             })
             .collect();
+        if pass.start > 0 && self.sampling.order == Order::Sequential {
+            match plan::resume_point(&plan, pass.start) {
+                Some((file, frame)) => tracing::info!(
+                    "resuming sequential video at position {} of {n}: {} at {:.3}s (seeking there; nothing before it is decoded)",
+                    pass.start,
+                    self.files[file as usize].display(),
+                    self.indexes[file as usize].seconds(frame)
+                ),
+                None => tracing::info!(
+                    "resuming sequential video at position {}: nothing left of this pass",
+                    pass.start
+                ),
+            }
+        }
         let ctx = DecodeContext {
             files: self.files.to_vec(),
             indexes: self.indexes.to_vec(),
@@ -88,17 +116,23 @@ impl RandomPass<'_> {
             held.extend(result.frames);
             while position < n {
                 let feed = plan.order[position as usize];
-                let Some(frame) = held.remove(&feed) else {
+                let Some(frame) = held.remove(&(2 * feed)) else {
                     break; // its unit has not come yet
                 };
-                match frame {
-                    Ok(frame) => {
-                        if !emit(position, frame) {
+                let partner = if pairs {
+                    held.remove(&(2 * feed + 1))
+                        .map(|r| r.map_err(|why| format!("temporal pair: {why}")))
+                } else {
+                    None
+                };
+                match (frame, partner.transpose()) {
+                    (Ok(frame), Ok(partner)) => {
+                        if !emit(position, frame, partner) {
                             stopped = true;
                             return false;
                         }
                     }
-                    Err(why) => {
+                    (Err(why), _) | (_, Err(why)) => {
                         let file = &self.files[owner[feed as usize] as usize];
                         skip(&file.display().to_string(), &why);
                     }
