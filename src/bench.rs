@@ -303,12 +303,16 @@ fn stream_decode_only(
         crate::source::SourceConfig::Video(crate::source::VideoConfig {
             sampling,
             decoders,
+            path,
             ..
         }) => (
             format!("{sampling:?}").to_lowercase(),
-            match sampling {
-                crate::source::VideoSampling::Sequential => 1,
-                crate::source::VideoSampling::Random => worker_count(*decoders),
+            // Files go through the planned, parallel decoders in either sampling; a live
+            // stream is read by one thread.
+            if crate::source::is_url(&path.to_string_lossy()) {
+                1
+            } else {
+                worker_count(*decoders)
             },
         ),
         _ => ("stream".into(), 1),

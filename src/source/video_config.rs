@@ -52,7 +52,8 @@ pub struct VideoConfig {
     pub shuffle_buffer: usize,
     /// Sequential sampling: the shuffle buffer's bound in bytes as well (0: frames only); for
     /// files it caps the buffer at `shuffle_bytes / (max_side² x 3)` frames (`max_side` 0: the
-    /// largest file's frame size).
+    /// largest file's frame size). Files in either sampling: the bound, too, on the frames the
+    /// decoders hold ahead (fewer units in flight when GOPs are long; at least one).
     #[serde(default = "default_shuffle_bytes")]
     pub shuffle_bytes: u64,
     /// Files (random or sequential sampling): decoder threads, each decoding keyframe-aligned

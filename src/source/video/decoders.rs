@@ -32,11 +32,32 @@ pub struct UnitResult {
     pub corrupt_packets: u64,
 }
 
+/// Units in flight (being decoded, or decoded and waiting for their turn): `2 x decoders + 2`
+/// keeps every decoder busy, and fewer when that many of the largest unit would hold more than
+/// `ahead_bytes` (0: no byte bound) of frames of at most `frame_bytes` each. A unit is one GOP's
+/// drawn frames, so on long-GOP files at stride 1 the byte bound is what keeps the decoded
+/// frames waiting inside the source within budget; at least one unit is always in flight.
+pub fn lookahead_units(
+    decoders: usize,
+    largest: usize,
+    frame_bytes: u64,
+    ahead_bytes: u64,
+) -> usize {
+    let full = 2 * decoders.max(1) + 2;
+    let unit = largest.max(1) as u64 * frame_bytes;
+    if ahead_bytes == 0 || unit == 0 {
+        return full;
+    }
+    ((ahead_bytes / unit) as usize).clamp(1, full)
+}
+
 /// What every decoder shares: the files, their indexes and the frame settings.
 pub struct DecodeContext {
     pub files: Vec<PathBuf>,
     pub indexes: Vec<Arc<FileIndex>>,
     pub max_side: u32,
+    /// The largest frame a decoder hands back, in bytes (for the look-ahead's byte bound).
+    pub frame_bytes: u64,
     pub max_pixels: u64,
     pub threads: u32,
     /// Pictures out of the decoders (drawn or not): what a resume test counts.
@@ -271,6 +292,7 @@ fn seconds(index: &FileIndex, pts: i64) -> f64 {
 pub fn run_units(
     jobs: &[UnitJob],
     decoders: usize,
+    ahead_bytes: u64,
     ctx: &DecodeContext,
     consume: &mut dyn FnMut(UnitResult) -> bool,
 ) {
@@ -278,7 +300,8 @@ pub fn run_units(
         return;
     }
     let decoders = decoders.clamp(1, jobs.len());
-    let window = 2 * decoders + 2;
+    let largest = jobs.iter().map(|j| j.wanted.len()).max().unwrap_or(1);
+    let window = lookahead_units(decoders, largest, ctx.frame_bytes, ahead_bytes);
     let (ticket_tx, ticket_rx) = kanal::bounded::<()>(window);
     for _ in 0..window {
         let _ = ticket_tx.send(());
@@ -324,4 +347,22 @@ pub fn run_units(
         let _ = ticket_tx.close();
         let _ = result_rx.close();
     });
+}
+
+#[cfg(test)]
+mod lookahead_tests {
+    use super::lookahead_units;
+
+    #[test]
+    fn the_look_ahead_shrinks_to_fit_its_bytes_and_keeps_one_unit() {
+        let frame = 512 * 288 * 3;
+        // Short GOPs: every decoder busy (2 x 2 + 2 units).
+        assert_eq!(lookahead_units(2, 12, frame, 256 << 20), 6);
+        // 250-frame GOPs at 512x288: ~110 MB a unit, two fit in 256 MiB.
+        assert_eq!(lookahead_units(2, 250, frame, 256 << 20), 2);
+        // A unit larger than the budget still decodes, alone.
+        assert_eq!(lookahead_units(2, 250, 3840 * 2160 * 3, 256 << 20), 1);
+        // No byte bound: the unit count alone.
+        assert_eq!(lookahead_units(3, 250, frame, 0), 8);
+    }
 }

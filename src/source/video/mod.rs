@@ -229,11 +229,10 @@ impl VideoSource {
     }
 }
 
-/// The shuffle buffer's frame count that `bytes` allows (0: no bound): a frame is at most
-/// `max_side`² x 3 bytes, or with `max_side = 0` the largest indexed file's size (a file whose
-/// size grows midway may exceed this).
-fn bytes_cap(bytes: u64, max_side: u32, indexes: &[Arc<FileIndex>]) -> usize {
-    let frame = if max_side > 0 {
+/// The largest frame the decoders hand back: `max_side`² x 3 bytes, or with `max_side = 0` the
+/// largest indexed file's size.
+fn frame_bytes(max_side: u32, indexes: &[Arc<FileIndex>]) -> u64 {
+    if max_side > 0 {
         max_side as u64 * max_side as u64 * 3
     } else {
         indexes
@@ -241,7 +240,14 @@ fn bytes_cap(bytes: u64, max_side: u32, indexes: &[Arc<FileIndex>]) -> usize {
             .map(|i| i.width as u64 * i.height as u64 * 3)
             .max()
             .unwrap_or(0)
-    };
+    }
+}
+
+/// The shuffle buffer's frame count that `bytes` allows (0: no bound): a frame is at most
+/// `max_side`² x 3 bytes, or with `max_side = 0` the largest indexed file's size (a file whose
+/// size grows midway may exceed this).
+fn bytes_cap(bytes: u64, max_side: u32, indexes: &[Arc<FileIndex>]) -> usize {
+    let frame = frame_bytes(max_side, indexes);
     if bytes == 0 || frame == 0 {
         return usize::MAX;
     }
@@ -312,6 +318,8 @@ impl StreamSource for VideoSource {
                 decoders: self.decoders(),
                 threads: self.opts.threads,
                 max_side: self.opts.max_side,
+                frame_bytes: frame_bytes(self.opts.max_side, indexes),
+                ahead_bytes: self.opts.shuffle_bytes,
                 decoded: self.stats.decoded.clone(),
                 corrupt_packets: &self.stats.corrupt_packets,
             }

@@ -24,6 +24,10 @@ pub struct PlannedPass<'a> {
     pub decoders: usize,
     pub threads: u32,
     pub max_side: u32,
+    /// The largest frame, in bytes, and the bytes of frames the decoders may hold ahead of the
+    /// one being emitted (`source.shuffle_bytes`).
+    pub frame_bytes: u64,
+    pub ahead_bytes: u64,
     pub decoded: Arc<AtomicU64>,
     pub corrupt_packets: &'a AtomicU64,
 }
@@ -101,6 +105,7 @@ impl PlannedPass<'_> {
             files: self.files.to_vec(),
             indexes: self.indexes.to_vec(),
             max_side: self.max_side,
+            frame_bytes: self.frame_bytes,
             max_pixels: pass.max_pixels,
             threads: self.threads,
             decoded: self.decoded.clone(),
@@ -141,7 +146,7 @@ impl PlannedPass<'_> {
             }
             true
         };
-        run_units(&jobs, self.decoders, &ctx, &mut consume);
+        run_units(&jobs, self.decoders, self.ahead_bytes, &ctx, &mut consume);
         if stopped {
             PassEnd::Stopped
         } else {
