@@ -2,14 +2,24 @@
 //! (FFmpeg's scaling context is not `Send`); it is rebuilt whenever a frame's size or pixel
 //! format differs from the last one (a stream that changes resolution midway), and it scales
 //! straight from the decoder's YUV to `max_side`, so a 4K frame never exists as a full-size RGB
-//! buffer unless `max_side = 0` asks for it.
+//! buffer unless `max_side = 0` asks for it. Downscaling 8-bit 4:2:0 / 4:4:4 video to at most
+//! its chroma plane's size (the common case: 1080p or 4K to 512) takes the faster `planes`
+//! path instead of FFmpeg's scaler; everything else (no scaling, 4:2:2, 10-bit, enlarging the
+//! chroma) stays with FFmpeg's scaler.
 
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling::{Context as Scaler, Flags};
 use ffmpeg::util::frame::video::Video;
 use ffmpeg_next as ffmpeg;
 
+use super::planes::PlaneScaler;
 use crate::frame::Frame;
+
+/// How one input geometry is converted.
+enum Converter {
+    Planes(Box<PlaneScaler>),
+    Swscale(Scaler),
+}
 
 /// The size a `w`x`h` picture is scaled to: its longer side at most `max_side` (0: unchanged),
 /// aspect kept, never enlarged.
@@ -26,7 +36,7 @@ pub fn working_size(w: u32, h: u32, max_side: u32) -> (u32, u32) {
 pub struct FrameScaler {
     max_side: u32,
     max_pixels: u64,
-    current: Option<((Pixel, u32, u32), Scaler)>,
+    current: Option<((Pixel, u32, u32), Converter)>,
     rgb: Video,
     /// How many times a scaler was built (more than one: the input changed midway).
     pub rebuilds: u64,
@@ -63,13 +73,21 @@ impl FrameScaler {
             } else {
                 Flags::AREA
             };
-            let scaler = Scaler::get(fmt, w, h, Pixel::RGB24, dw, dh, flags)
-                .map_err(|e| format!("no scaler from {fmt:?} {w}x{h}: {e}"))?;
-            self.current = Some((key, scaler));
+            let converter = match PlaneScaler::new(fmt, w, h, dw, dh) {
+                Some(p) => Converter::Planes(Box::new(p)),
+                None => Converter::Swscale(
+                    Scaler::get(fmt, w, h, Pixel::RGB24, dw, dh, flags)
+                        .map_err(|e| format!("no scaler from {fmt:?} {w}x{h}: {e}"))?,
+                ),
+            };
+            self.current = Some((key, converter));
             self.rgb = Video::empty();
             self.rebuilds += 1;
         }
-        let (_, scaler) = self.current.as_mut().expect("set above");
+        let scaler = match self.current.as_mut().expect("set above") {
+            (_, Converter::Planes(p)) => return p.convert(decoded),
+            (_, Converter::Swscale(s)) => s,
+        };
         scaler
             .run(decoded, &mut self.rgb)
             .map_err(|e| format!("scaling: {e}"))?;

@@ -10,7 +10,9 @@
 //! - `sequential`: inputs that include live streams, front to back, then `shuffle`;
 //! - `live`: a URL read by its own thread, frames dropped when the pipeline is full, reconnected
 //!   with backoff when it drops;
-//! - `frames`: decoded pictures to RGB8 at the working size (`max_side`) in FFmpeg's scaler;
+//! - `frames`: decoded pictures to RGB8 at the working size (`max_side`): `planes` (halve,
+//!   interleave, one SIMD box resize, then YUV→RGB on the small image) for 8-bit 4:2:0 and 4:4:4,
+//!   FFmpeg's scaler for the rest;
 //! - `super::video_stats`: per-input counters and their Prometheus collector.
 
 mod decoders;
@@ -19,6 +21,7 @@ pub mod index;
 pub mod inputs;
 mod live;
 pub mod plan;
+mod planes;
 mod planned;
 mod sequential;
 mod shuffle;
