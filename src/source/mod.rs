@@ -183,13 +183,10 @@ impl SourceConfig {
 
     /// Whether an epoch's length is known before reading it.
     pub fn has_known_length(&self) -> bool {
-        !matches!(
-            self,
-            SourceConfig::Video(VideoConfig {
-                sampling: VideoSampling::Sequential,
-                ..
-            })
-        )
+        match self {
+            SourceConfig::Video(v) => v.has_known_length(),
+            _ => true,
+        }
     }
 
     /// Static checks (paths that must exist are checked when opened, with the file named).
@@ -478,5 +475,29 @@ mod tests {
         let mut s = a.clone();
         s.sort();
         assert_eq!(s, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn only_live_streams_and_lists_leave_a_video_epoch_unknown_up_front() {
+        let video = |path: &str, sampling| {
+            SourceConfig::Video(VideoConfig {
+                sampling,
+                ..VideoConfig::new(path)
+            })
+            .has_known_length()
+        };
+        use VideoSampling::{Random, Sequential};
+        assert!(
+            video("/data/walks", Sequential),
+            "a directory of files is planned"
+        );
+        assert!(video("/data/walk.mp4", Sequential));
+        assert!(video("/data/walk.mp4", Random));
+        assert!(!video("rtsp://camera/stream", Sequential));
+        assert!(
+            !video("/data/inputs.txt", Sequential),
+            "a list may name a URL"
+        );
+        assert!(video("/data/inputs.txt", Random));
     }
 }

@@ -34,8 +34,9 @@ pub struct VideoConfig {
     /// `random` (frames drawn uniformly over the corpus, in an order that is a pure function
     /// of seed and epoch; the epoch length is known, so `train.steps_per_epoch` may be left
     /// out; with `limit`, that many frames are drawn per epoch) or `sequential` (file order,
-    /// then the shuffle buffer; files are decoded in parallel and resumed by seeking, live
-    /// streams read as they come).
+    /// then the shuffle buffer; files are decoded in parallel and resumed by seeking, and their
+    /// epoch length is known too; live streams, and list files, which may name one, are read
+    /// as they come and need `train.steps_per_epoch`).
     #[serde(default)]
     pub sampling: VideoSampling,
     /// Files: only frames in `[start_seconds, end_seconds)` from each file's start.
@@ -139,12 +140,30 @@ fn default_reconnect_max() -> f64 {
     30.0
 }
 
+/// Extensions of a list file (one path or URL per line).
+pub const LIST_EXTENSIONS: &[&str] = &["txt", "list", "lst"];
+
+/// Whether `path` names a list file rather than a video.
+fn is_list_file(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| LIST_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
 /// Whether `text` names a stream FFmpeg opens by protocol rather than a local path.
 pub fn is_url(text: &str) -> bool {
     text.contains("://") || text.starts_with("pipe:") || text == "-"
 }
 
 impl VideoConfig {
+    /// Whether an epoch's length is known before reading it: files (a file or a directory) are
+    /// planned from their keyframe indexes in either sampling; a URL is a live stream, and a list
+    /// file may name one, so sequential sampling of those has no length up front.
+    pub fn has_known_length(&self) -> bool {
+        self.sampling == VideoSampling::Random
+            || !(is_url(&self.path.to_string_lossy()) || is_list_file(&self.path))
+    }
+
     /// The defaults for `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         VideoConfig {

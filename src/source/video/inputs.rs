@@ -13,7 +13,7 @@ pub const VIDEO_EXTENSIONS: &[&str] = &[
 ];
 
 /// Extensions read as list files (one input per line).
-const LIST_EXTENSIONS: &[&str] = &["txt", "list", "lst"];
+use crate::source::video_config::LIST_EXTENSIONS;
 
 /// Demuxers a local file may be opened with: containers only (no playlists, no image sequences,
 /// no concat scripts). FFmpeg matches a demuxer if any of its comma-separated names is listed.
