@@ -316,19 +316,14 @@ fn stream_decode_only(
         _ => frames as f64 / t.elapsed().as_secs_f64(),
     };
     let (sampling, decoders) = match &cfg.source {
-        crate::source::SourceConfig::Video(crate::source::VideoConfig {
-            sampling,
-            decoders,
-            path,
-            ..
-        }) => (
-            format!("{sampling:?}").to_lowercase(),
-            // Files go through the planned, parallel decoders in either sampling; a live
-            // stream is read by one thread.
-            if crate::source::is_url(&path.to_string_lossy()) {
-                1
+        crate::source::SourceConfig::Video(v) => (
+            format!("{:?}", v.sampling).to_lowercase(),
+            // Files go through the planned, parallel decoders in either sampling (an epoch of
+            // known length); a live stream, or a list that may name one, is read by one thread.
+            if v.has_known_length() {
+                worker_count(v.decoders)
             } else {
-                worker_count(*decoders)
+                1
             },
         ),
         _ => ("stream".into(), 1),

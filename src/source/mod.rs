@@ -29,7 +29,7 @@ pub use image_folder::ImageFolderSource;
 pub use synthetic::SyntheticSource;
 #[cfg(feature = "video")]
 pub use video::VideoSource;
-pub use video_config::{is_url, VideoConfig, VideoSampling};
+pub use video_config::{VideoConfig, VideoSampling};
 pub use webdataset::WebDatasetSource;
 
 /// `[source]`: a closed set of kinds, tagged by `type`.

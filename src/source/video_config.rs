@@ -141,13 +141,13 @@ fn default_reconnect_max() -> f64 {
 }
 
 /// Extensions of a list file (one path or URL per line).
-pub const LIST_EXTENSIONS: &[&str] = &["txt", "list", "lst"];
+pub(crate) const LIST_EXTENSIONS: &[&str] = &["txt", "list", "lst"];
 
-/// Whether `path` names a list file rather than a video.
-fn is_list_file(path: &std::path::Path) -> bool {
+/// Whether `path`'s extension is one of `list` (any case).
+pub(crate) fn has_extension(path: &std::path::Path, list: &[&str]) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| LIST_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .is_some_and(|e| list.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Whether `text` names a stream FFmpeg opens by protocol rather than a local path.
@@ -161,7 +161,7 @@ impl VideoConfig {
     /// file may name one, so sequential sampling of those has no length up front.
     pub fn has_known_length(&self) -> bool {
         self.sampling == VideoSampling::Random
-            || !(is_url(&self.path.to_string_lossy()) || is_list_file(&self.path))
+            || !(is_url(&self.path.to_string_lossy()) || has_extension(&self.path, LIST_EXTENSIONS))
     }
 
     /// The defaults for `path`.

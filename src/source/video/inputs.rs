@@ -13,7 +13,7 @@ pub const VIDEO_EXTENSIONS: &[&str] = &[
 ];
 
 /// Extensions read as list files (one input per line).
-use crate::source::video_config::LIST_EXTENSIONS;
+use crate::source::video_config::{has_extension, LIST_EXTENSIONS};
 
 /// Demuxers a local file may be opened with: containers only (no playlists, no image sequences,
 /// no concat scripts). FFmpeg matches a demuxer if any of its comma-separated names is listed.
@@ -42,12 +42,6 @@ pub enum OpenError {
 }
 
 pub use crate::source::video_config::is_url;
-
-fn has_extension(path: &Path, list: &[&str]) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| list.contains(&e.to_ascii_lowercase().as_str()))
-}
 
 /// The inputs `path` names, in a stable order: a URL; a directory's video files found
 /// recursively (sorted by path); a list file's lines (blank and `#` lines skipped, relative
