@@ -29,6 +29,7 @@ pub mod rng;
 pub mod run;
 pub mod rundir;
 pub mod signals;
+pub(crate) mod simd;
 pub mod source;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -8,7 +8,7 @@
 //! Both passes run over contiguous float rows so they auto-vectorise; the scratch rows live in
 //! the [`GaussianBlur`] value and are reused.
 
-use super::simd::{fmax, fmin, level_to_i32, round_even_pos, simd_dispatch};
+use crate::simd::{fmax, fmin, level_to_i32, round_even_pos, simd_dispatch};
 
 /// Kernel size used for a sigma: `2 * ceil(3 * sigma) + 1` (odd, covers ±3σ).
 pub fn blur_kernel_size(sigma: f64) -> usize {

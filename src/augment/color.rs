@@ -12,9 +12,9 @@
 //! contrast takes two passes: the ops before it (summing grey levels on the way), then the
 //! rest. Solarize, a per-value compare and select, stays separate (it follows the blur).
 
-use super::simd::{fmax, fmin, level_to_i32, simd_dispatch, trunc_level, Planes, BLOCK};
 use super::AugmentConfig;
 use crate::rng::Rng;
+use crate::simd::{fmax, fmin, level_to_i32, simd_dispatch, trunc_level, Planes, BLOCK};
 
 /// ITU-R 601-2 luma weights as torchvision's tensor kernels write them (0.2989 for 601-2's
 /// 0.299 red, a constant inherited from TensorFlow). Using torchvision's exact constant keeps

@@ -9,7 +9,6 @@ mod blur;
 mod color;
 mod crop;
 mod plan;
-mod simd;
 mod view;
 
 pub use blur::{blur_kernel_size, gaussian_blur, gaussian_kernel1d, GaussianBlur};

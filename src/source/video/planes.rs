@@ -4,14 +4,20 @@
 //! FFmpeg's scaler spent about 2.4 ms of CPU per 1080p frame going to 512x288 RGB (area
 //! filter), 60% of what decoding the frame cost on the benchmark file. Here the planes are
 //! first halved with an exact 2x2 mean (luma once more than chroma for 4:2:0, so all three land
-//! on the chroma grid; 4K is halved again while the result stays at least the target),
-//! interleaved into one small YUV image, resized once by fast_image_resize's SIMD box
-//! convolution to the working size, and only then converted to RGB: the colour conversion runs
-//! on the output pixels only (147k for 512x288, not 2M). The matrix follows the frame's tags
-//! (BT.709, BT.2020, else BT.601 as FFmpeg assumes for untagged video; full range for
-//! `yuvj*` or a JPEG-range tag, else limited), rounding to nearest.
+//! on the chroma grid; 4K is halved again while the result stays at least the target), each
+//! plane is resized on its own by fast_image_resize's SIMD box convolution to the working size
+//! (a plane that needs no halving is read in place, through its stride), and only then are the
+//! three small planes converted to packed RGB in one pass: the colour conversion runs on the
+//! output pixels only (147k for 512x288, not 2M), and no full-size plane is ever copied or
+//! interleaved. The matrix follows the frame's tags (BT.709, BT.2020, else BT.601 as FFmpeg
+//! assumes for untagged video; full range for `yuvj*` or a JPEG-range tag, else limited),
+//! rounding to nearest.
+//!
+//! The halving and the conversion are the per-frame loops that matter (about a quarter of a
+//! 1080p frame's CPU before they had SIMD copies): the halving has SSE2 and AVX2 kernels, the
+//! conversion AVX-512 and AVX2 copies through `simd_dispatch!`; all give the same bytes.
 
-use fast_image_resize::images::Image;
+use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use ffmpeg::color;
 use ffmpeg::format::Pixel;
@@ -19,6 +25,7 @@ use ffmpeg::util::frame::video::Video;
 use ffmpeg_next as ffmpeg;
 
 use crate::frame::Frame;
+use crate::simd::{simd_dispatch, BLOCK};
 
 /// Downscales one input geometry (format, size) to one output size.
 pub struct PlaneScaler {
@@ -27,18 +34,34 @@ pub struct PlaneScaler {
     chroma_halvings: u32,
     /// The common grid the halved planes land on.
     grid: (usize, usize),
+    /// The working size.
+    out: (usize, usize),
     full_range_format: bool,
     resizer: Resizer,
     options: ResizeOptions,
-    scratch: [Vec<u8>; 3],
+    /// Each plane halved onto the grid (unused for a plane that needs no halving).
+    halved: [Vec<u8>; 3],
     spare: Vec<u8>,
-    packed: Vec<u8>,
-    resized: Image<'static>,
+    /// Each plane at the working size.
+    resized: [Image<'static>; 3],
 }
 
 /// `n` halvings of a length (each rounds up, as FFmpeg's chroma sizes do).
 fn halved(v: usize, n: u32) -> usize {
     (0..n).fold(v, |v, _| v.div_ceil(2))
+}
+
+/// A plane as rows `stride` bytes apart.
+#[derive(Clone, Copy)]
+struct PlaneRef<'a> {
+    data: &'a [u8],
+    stride: usize,
+}
+
+impl PlaneRef<'_> {
+    fn row(&self, y: usize, w: usize) -> &[u8] {
+        &self.data[y * self.stride..y * self.stride + w]
+    }
 }
 
 impl PlaneScaler {
@@ -65,17 +88,18 @@ impl PlaneScaler {
             chroma_halvings += 1;
         }
         let grid = (halved(cw, chroma_halvings), halved(ch, chroma_halvings));
+        let plane = || Image::new(dw as u32, dh as u32, PixelType::U8);
         Some(PlaneScaler {
             luma_halvings: chroma_halvings + sub,
             chroma_halvings,
             grid,
+            out: (dw, dh),
             full_range_format,
             resizer: Resizer::new(),
             options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box)),
-            scratch: Default::default(),
+            halved: Default::default(),
             spare: Vec::new(),
-            packed: Vec::new(),
-            resized: Image::new(dw as u32, dh as u32, PixelType::U8x3),
+            resized: [plane(), plane(), plane()],
         })
     }
 
@@ -83,6 +107,8 @@ impl PlaneScaler {
     pub fn convert(&mut self, decoded: &Video) -> Result<Frame, String> {
         let (w, h) = (decoded.width() as usize, decoded.height() as usize);
         let (gw, gh) = self.grid;
+        let (dw, dh) = self.out;
+        // Every plane onto the grid.
         for p in 0..3 {
             let (n, pw, ph) = if p == 0 {
                 (self.luma_halvings, w, h)
@@ -90,11 +116,8 @@ impl PlaneScaler {
                 let sub = self.luma_halvings - self.chroma_halvings;
                 (self.chroma_halvings, halved(w, sub), halved(h, sub))
             };
-            let mut out = std::mem::take(&mut self.scratch[p]);
             let (mut cur_w, mut cur_h) = (pw, ph);
-            if n == 0 {
-                copy_plane(decoded.data(p), decoded.stride(p), pw, ph, &mut out);
-            }
+            let mut out = std::mem::take(&mut self.halved[p]);
             for i in 0..n {
                 if i == 0 {
                     halve(decoded.data(p), decoded.stride(p), cur_w, cur_h, &mut out);
@@ -104,43 +127,64 @@ impl PlaneScaler {
                 }
                 (cur_w, cur_h) = (cur_w.div_ceil(2), cur_h.div_ceil(2));
             }
+            self.halved[p] = out;
             if (cur_w, cur_h) != (gw, gh) {
                 return Err(format!(
                     "plane {p} of a {w}x{h} picture came to {cur_w}x{cur_h}, not {gw}x{gh}"
                 ));
             }
-            self.scratch[p] = out;
         }
-        interleave(&self.scratch, &mut self.packed);
-        let (dw, dh) = (self.resized.width(), self.resized.height());
-        let yuv: &[u8] = if (gw, gh) == (dw as usize, dh as usize) {
-            &self.packed
+        let on_grid: [PlaneRef; 3] = std::array::from_fn(|p| {
+            let n = if p == 0 {
+                self.luma_halvings
+            } else {
+                self.chroma_halvings
+            };
+            if n == 0 {
+                PlaneRef {
+                    data: decoded.data(p),
+                    stride: decoded.stride(p),
+                }
+            } else {
+                PlaneRef {
+                    data: &self.halved[p],
+                    stride: gw,
+                }
+            }
+        });
+        // Every plane to the working size (in place when the grid is that size already).
+        let sized: [PlaneRef; 3] = if (gw, gh) == (dw, dh) {
+            on_grid
         } else {
-            let src = fast_image_resize::images::ImageRef::new(
-                gw as u32,
-                gh as u32,
-                &self.packed,
-                PixelType::U8x3,
-            )
-            .map_err(|e| format!("resizing: {e}"))?;
-            self.resizer
-                .resize(&src, &mut self.resized, &self.options)
-                .map_err(|e| format!("resizing: {e}"))?;
-            self.resized.buffer()
+            for (plane, dst) in on_grid.iter().zip(self.resized.iter_mut()) {
+                // The plane's stride is its width here, and the crop box drops the padding.
+                let rows = plane.data.len() / plane.stride;
+                let src =
+                    ImageRef::new(plane.stride as u32, rows as u32, plane.data, PixelType::U8)
+                        .map_err(|e| format!("resizing: {e}"))?;
+                let options = self.options.crop(0.0, 0.0, gw as f64, gh as f64);
+                self.resizer
+                    .resize(&src, dst, &options)
+                    .map_err(|e| format!("resizing: {e}"))?;
+            }
+            std::array::from_fn(|p| PlaneRef {
+                data: self.resized[p].buffer(),
+                stride: dw,
+            })
         };
         let full = self.full_range_format || decoded.color_range() == color::Range::JPEG;
         let m = Matrix::new(decoded.color_space(), full);
-        let mut rgb = vec![0u8; yuv.len()];
-        m.convert(yuv, &mut rgb);
-        Ok(Frame::from_rgb(dw, dh, rgb))
-    }
-}
-
-/// A `w`x`h` plane with rows `stride` apart, packed.
-fn copy_plane(src: &[u8], stride: usize, w: usize, h: usize, out: &mut Vec<u8>) {
-    out.clear();
-    for y in 0..h {
-        out.extend_from_slice(&src[y * stride..y * stride + w]);
+        let mut rgb = vec![0u8; dw * dh * 3];
+        for (y, out) in rgb.chunks_exact_mut(dw * 3).enumerate() {
+            yuv_to_rgb(
+                &m,
+                sized[0].row(y, dw),
+                sized[1].row(y, dw),
+                sized[2].row(y, dw),
+                out,
+            );
+        }
+        Ok(Frame::from_rgb(dw as u32, dh as u32, rgb))
     }
 }
 
@@ -155,24 +199,7 @@ pub fn halve(src: &[u8], stride: usize, w: usize, h: usize, out: &mut Vec<u8>) {
         let y1 = (2 * y + 1).min(h - 1);
         let r1 = &src[y1 * stride..y1 * stride + w];
         let o = &mut out[y * ow..(y + 1) * ow];
-        // Blocks of 16 outputs: a shape the compiler vectorises.
-        let blocks = full / 16;
-        for ((d, a), b) in o[..blocks * 16]
-            .chunks_exact_mut(16)
-            .zip(r0.chunks_exact(32))
-            .zip(r1.chunks_exact(32))
-        {
-            for i in 0..16 {
-                let s =
-                    a[2 * i] as u16 + a[2 * i + 1] as u16 + b[2 * i] as u16 + b[2 * i + 1] as u16;
-                d[i] = ((s + 2) >> 2) as u8;
-            }
-        }
-        for x in blocks * 16..full {
-            let s =
-                r0[2 * x] as u16 + r0[2 * x + 1] as u16 + r1[2 * x] as u16 + r1[2 * x + 1] as u16;
-            o[x] = ((s + 2) >> 2) as u8;
-        }
+        halve_pairs(&r0[..2 * full], &r1[..2 * full], &mut o[..full]);
         if ow > full {
             let s = 2 * (r0[w - 1] as u16 + r1[w - 1] as u16);
             o[full] = ((s + 2) >> 2) as u8;
@@ -180,27 +207,118 @@ pub fn halve(src: &[u8], stride: usize, w: usize, h: usize, out: &mut Vec<u8>) {
     }
 }
 
-/// Three equal planes into one YUV image, 3 bytes a pixel.
-fn interleave(planes: &[Vec<u8>; 3], out: &mut Vec<u8>) {
-    let [a, b, c] = planes;
-    out.resize(a.len() * 3, 0);
-    let blocks = a.len() / 16;
-    for (((o, a), b), c) in out
-        .chunks_exact_mut(48)
-        .zip(a.chunks_exact(16))
-        .zip(b.chunks_exact(16))
-        .zip(c.chunks_exact(16))
-    {
-        for i in 0..16 {
-            o[3 * i] = a[i];
-            o[3 * i + 1] = b[i];
-            o[3 * i + 2] = c[i];
-        }
+/// `o[x]` = the rounded mean of `a[2x]`, `a[2x + 1]`, `b[2x]` and `b[2x + 1]`, for two rows of
+/// `2 * o.len()` bytes.
+fn halve_pairs(a: &[u8], b: &[u8], o: &mut [u8]) {
+    assert!(a.len() == 2 * o.len() && b.len() == 2 * o.len());
+    #[cfg(target_arch = "x86_64")]
+    let done = if crate::simd::has_avx2() {
+        // SAFETY: the CPU has AVX2 (checked); the lengths are as the kernel needs (asserted).
+        unsafe { halve_pairs_avx2(a, b, o) }
+    } else {
+        // SAFETY: SSE2 is part of x86-64; the lengths are as the kernel needs (asserted).
+        unsafe { halve_pairs_sse2(a, b, o) }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for x in done..o.len() {
+        let s = a[2 * x] as u16 + a[2 * x + 1] as u16 + b[2 * x] as u16 + b[2 * x + 1] as u16;
+        o[x] = ((s + 2) >> 2) as u8;
     }
-    for x in blocks * 16..a.len() {
-        out[3 * x] = a[x];
-        out[3 * x + 1] = b[x];
-        out[3 * x + 2] = c[x];
+}
+
+/// [`halve_pairs`] 16 outputs at a time (each byte pair summed as one 16-bit lane: low byte
+/// plus high byte); returns how many outputs it wrote.
+///
+/// # Safety
+/// `a` and `b` hold `2 * o.len()` bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+unsafe fn halve_pairs_sse2(a: &[u8], b: &[u8], o: &mut [u8]) -> usize {
+    use std::arch::x86_64::*;
+    let n = o.len() / 16 * 16;
+    let low = _mm_set1_epi16(0x00ff);
+    let two = _mm_set1_epi16(2);
+    let pair_sums = |v: __m128i| _mm_add_epi16(_mm_and_si128(v, low), _mm_srli_epi16(v, 8));
+    let mut x = 0;
+    while x < n {
+        // SAFETY: 2x + 32 <= 2n <= a.len() = b.len(), and x + 16 <= n <= o.len().
+        unsafe {
+            let pa = a.as_ptr().add(2 * x) as *const __m128i;
+            let pb = b.as_ptr().add(2 * x) as *const __m128i;
+            let lo = _mm_add_epi16(
+                pair_sums(_mm_loadu_si128(pa)),
+                pair_sums(_mm_loadu_si128(pb)),
+            );
+            let hi = _mm_add_epi16(
+                pair_sums(_mm_loadu_si128(pa.add(1))),
+                pair_sums(_mm_loadu_si128(pb.add(1))),
+            );
+            let lo = _mm_srli_epi16(_mm_add_epi16(lo, two), 2);
+            let hi = _mm_srli_epi16(_mm_add_epi16(hi, two), 2);
+            _mm_storeu_si128(
+                o.as_mut_ptr().add(x) as *mut __m128i,
+                _mm_packus_epi16(lo, hi),
+            );
+        }
+        x += 16;
+    }
+    n
+}
+
+/// [`halve_pairs_sse2`] 32 outputs at a time.
+///
+/// # Safety
+/// The CPU has AVX2; `a` and `b` hold `2 * o.len()` bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn halve_pairs_avx2(a: &[u8], b: &[u8], o: &mut [u8]) -> usize {
+    use std::arch::x86_64::*;
+    let n = o.len() / 32 * 32;
+    let ones = _mm256_set1_epi8(1);
+    let two = _mm256_set1_epi16(2);
+    let mut x = 0;
+    while x < n {
+        // SAFETY: 2x + 64 <= 2n <= a.len() = b.len(), and x + 32 <= n <= o.len().
+        unsafe {
+            let pa = a.as_ptr().add(2 * x) as *const __m256i;
+            let pb = b.as_ptr().add(2 * x) as *const __m256i;
+            // maddubs with ones: each unsigned byte pair summed into a 16-bit lane.
+            let sums = |p: *const __m256i| _mm256_maddubs_epi16(_mm256_loadu_si256(p), ones);
+            let lo = _mm256_add_epi16(sums(pa), sums(pb));
+            let hi = _mm256_add_epi16(sums(pa.add(1)), sums(pb.add(1)));
+            let lo = _mm256_srli_epi16(_mm256_add_epi16(lo, two), 2);
+            let hi = _mm256_srli_epi16(_mm256_add_epi16(hi, two), 2);
+            // packus works within 128-bit lanes: put the four quarters back in order.
+            let packed = _mm256_permute4x64_epi64(_mm256_packus_epi16(lo, hi), 0b11_01_10_00);
+            _mm256_storeu_si256(o.as_mut_ptr().add(x) as *mut __m256i, packed);
+        }
+        x += 32;
+    }
+    n
+}
+
+simd_dispatch!(
+    /// One row of planar YUV (equal lengths) to packed RGB, 3 bytes a pixel.
+    fn yuv_to_rgb(m: &Matrix, y: &[u8], u: &[u8], v: &[u8], rgb: &mut [u8]) => yuv_to_rgb_impl
+);
+
+#[inline(always)]
+fn yuv_to_rgb_impl(m: &Matrix, y: &[u8], u: &[u8], v: &[u8], rgb: &mut [u8]) {
+    assert!(u.len() == y.len() && v.len() == y.len() && rgb.len() == 3 * y.len());
+    for (((y, u), v), rgb) in y
+        .chunks(BLOCK)
+        .zip(u.chunks(BLOCK))
+        .zip(v.chunks(BLOCK))
+        .zip(rgb.chunks_mut(3 * BLOCK))
+    {
+        let block = |p: &[u8]| {
+            let mut b = [0u8; BLOCK];
+            b[..p.len()].copy_from_slice(p);
+            b
+        };
+        let packed = m.block(&block(y), &block(u), &block(v));
+        rgb.copy_from_slice(&packed[..rgb.len()]);
     }
 }
 
@@ -215,6 +333,8 @@ pub struct Matrix {
     bu: i32,
 }
 
+// Indexed loops over several same-length arrays are the shape that vectorises here.
+#[allow(clippy::needless_range_loop)]
 impl Matrix {
     pub fn new(space: color::Space, full_range: bool) -> Self {
         let (kr, kb) = match space {
@@ -239,40 +359,25 @@ impl Matrix {
         }
     }
 
-    fn pixel(&self, y: i32, u: i32, v: i32) -> [u8; 3] {
-        let yy = (y - self.y_offset) * self.y + 32768;
-        let (u, v) = (u - 128, v - 128);
-        [
-            ((yy + self.rv * v) >> 16).clamp(0, 255) as u8,
-            ((yy - self.gu * u - self.gv * v) >> 16).clamp(0, 255) as u8,
-            ((yy + self.bu * u) >> 16).clamp(0, 255) as u8,
-        ]
-    }
-
-    /// Packed YUV to packed RGB, 3 bytes a pixel each.
-    pub fn convert(&self, yuv: &[u8], rgb: &mut [u8]) {
-        let blocks = yuv.len() / 48;
-        for (o, p) in rgb.chunks_exact_mut(48).zip(yuv.chunks_exact(48)) {
-            let (mut y, mut u, mut v) = ([0i32; 16], [0i32; 16], [0i32; 16]);
-            for i in 0..16 {
-                y[i] = p[3 * i] as i32;
-                u[i] = p[3 * i + 1] as i32;
-                v[i] = p[3 * i + 2] as i32;
-            }
-            let mut px = [[0u8; 3]; 16];
-            for i in 0..16 {
-                px[i] = self.pixel(y[i], u[i], v[i]);
-            }
-            for i in 0..16 {
-                o[3 * i..3 * i + 3].copy_from_slice(&px[i]);
-            }
+    /// One block of planar pixels to packed RGB: fixed-size arrays, so each step is a
+    /// vector loop and the interleave a byte shuffle.
+    #[inline(always)]
+    fn block(&self, y: &[u8; BLOCK], u: &[u8; BLOCK], v: &[u8; BLOCK]) -> [u8; 3 * BLOCK] {
+        let (mut r, mut g, mut b) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
+        for i in 0..BLOCK {
+            let yy = (y[i] as i32 - self.y_offset) * self.y + 32768;
+            let (u, v) = (u[i] as i32 - 128, v[i] as i32 - 128);
+            r[i] = ((yy + self.rv * v) >> 16).clamp(0, 255) as u8;
+            g[i] = ((yy - self.gu * u - self.gv * v) >> 16).clamp(0, 255) as u8;
+            b[i] = ((yy + self.bu * u) >> 16).clamp(0, 255) as u8;
         }
-        for (o, p) in rgb[blocks * 48..]
-            .chunks_exact_mut(3)
-            .zip(yuv[blocks * 48..].chunks_exact(3))
-        {
-            o.copy_from_slice(&self.pixel(p[0] as i32, p[1] as i32, p[2] as i32));
+        let mut packed = [0u8; 3 * BLOCK];
+        for i in 0..BLOCK {
+            packed[3 * i] = r[i];
+            packed[3 * i + 1] = g[i];
+            packed[3 * i + 2] = b[i];
         }
+        packed
     }
 }
 
@@ -280,22 +385,51 @@ impl Matrix {
 mod tests {
     use super::*;
 
+    /// The rounded 2x2 mean at (x, y) of a `w`x`h` plane, edges repeated.
+    fn block_mean(src: &[u8], stride: usize, w: usize, h: usize, x: usize, y: usize) -> u8 {
+        let at = |x: usize, y: usize| src[y.min(h - 1) * stride + x.min(w - 1)] as u32;
+        let s = at(2 * x, 2 * y)
+            + at(2 * x + 1, 2 * y)
+            + at(2 * x, 2 * y + 1)
+            + at(2 * x + 1, 2 * y + 1);
+        ((s + 2) / 4) as u8
+    }
+
     #[test]
-    fn halving_is_the_rounded_mean_of_each_block_with_odd_edges_repeated() {
-        // 35x3 with a stride of 40: two blocks of 16 outputs, one leftover, an odd column and row.
-        let (w, h, stride) = (35usize, 3usize, 40usize);
-        let src: Vec<u8> = (0..stride * h).map(|i| (i * 37 % 251) as u8).collect();
+    fn every_halving_kernel_gives_the_rounded_means() {
+        // 203 columns: 101 full pairs, so the AVX2 (32), SSE2 (16) and scalar tails all run.
+        let (w, h, stride) = (203usize, 5usize, 224usize);
+        let src: Vec<u8> = (0..stride * h).map(|i| (i * 151 % 256) as u8).collect();
         let mut out = Vec::new();
         halve(&src, stride, w, h, &mut out);
-        assert_eq!(out.len(), 18 * 2);
-        let at = |x: usize, y: usize| src[y.min(h - 1) * stride + x.min(w - 1)] as u32;
-        for y in 0..2 {
-            for x in 0..18 {
-                let s = at(2 * x, 2 * y)
-                    + at(2 * x + 1, 2 * y)
-                    + at(2 * x, 2 * y + 1)
-                    + at(2 * x + 1, 2 * y + 1);
-                assert_eq!(out[y * 18 + x] as u32, (s + 2) / 4, "({x}, {y})");
+        let ow = w.div_ceil(2);
+        for y in 0..h.div_ceil(2) {
+            for x in 0..ow {
+                assert_eq!(
+                    out[y * ow + x],
+                    block_mean(&src, stride, w, h, x, y),
+                    "({x}, {y})"
+                );
+            }
+        }
+        // Each x86 kernel on its own against the definition, whatever the dispatch picks.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (a, b) = (&src[..202], &src[stride..stride + 202]);
+            let want: Vec<u8> = (0..101)
+                .map(|x| block_mean(&src, stride, w, 2, x, 0))
+                .collect();
+            let mut o = vec![0u8; 101];
+            // SAFETY: SSE2 is part of x86-64; a and b hold 2 * o.len() bytes.
+            let done = unsafe { halve_pairs_sse2(a, b, &mut o) };
+            assert_eq!(done, 96);
+            assert_eq!(o[..done], want[..done]);
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut o = vec![0u8; 101];
+                // SAFETY: the CPU has AVX2 (checked); the lengths are as above.
+                let done = unsafe { halve_pairs_avx2(a, b, &mut o) };
+                assert_eq!(done, 96);
+                assert_eq!(o[..done], want[..done]);
             }
         }
     }
@@ -308,11 +442,20 @@ mod tests {
         ] {
             for full in [false, true] {
                 let m = Matrix::new(space, full);
-                let yuv: Vec<u8> = (0..50 * 3).map(|i| (i * 97 % 256) as u8).collect();
-                let mut rgb = vec![0u8; yuv.len()];
-                m.convert(&yuv, &mut rgb);
-                for (p, o) in yuv.chunks(3).zip(rgb.chunks(3)) {
-                    let (y, u, v) = (p[0] as f64, p[1] as f64 - 128.0, p[2] as f64 - 128.0);
+                // 150 pixels: two full blocks and a tail.
+                let n = 150;
+                let plane = |k: usize| -> Vec<u8> {
+                    (0..n).map(|i| ((i * k + 7 * k) % 256) as u8).collect()
+                };
+                let (ys, us, vs) = (plane(97), plane(31), plane(53));
+                let mut rgb = vec![0u8; 3 * n];
+                yuv_to_rgb(&m, &ys, &us, &vs, &mut rgb);
+                // The baseline copy gives the same bytes as the one the CPU picked.
+                let mut baseline = vec![0u8; 3 * n];
+                yuv_to_rgb_impl(&m, &ys, &us, &vs, &mut baseline);
+                assert_eq!(rgb, baseline);
+                for (i, o) in rgb.chunks(3).enumerate() {
+                    let (y, u, v) = (ys[i] as f64, us[i] as f64 - 128.0, vs[i] as f64 - 128.0);
                     let (y, cs) = if full {
                         (y, 1.0)
                     } else {
@@ -324,7 +467,10 @@ mod tests {
                     let g = y - (2.0 * kb * (1.0 - kb) * u + 2.0 * kr * (1.0 - kr) * v) * cs / kg;
                     for (got, want) in o.iter().zip([r, g, b]) {
                         let want = want.clamp(0.0, 255.0);
-                        assert!((*got as f64 - want).abs() <= 0.51, "{p:?}: {o:?} vs {want}");
+                        assert!(
+                            (*got as f64 - want).abs() <= 0.51,
+                            "pixel {i}: {o:?} vs {want}"
+                        );
                     }
                 }
             }

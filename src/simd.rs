@@ -1,4 +1,5 @@
-//! Runtime CPU dispatch and the structure-of-arrays helper shared by the pixel kernels.
+//! Runtime CPU dispatch and the structure-of-arrays helper shared by the pixel kernels (the
+//! augment stage's colour chain and blur, the video frame path's plane scaler).
 //!
 //! The crate is built for baseline x86-64 (SSE2), where f32 loops vectorise only four wide and
 //! without cheap rounding. Kernels are written once as `#[inline(always)]` scalar-looking code
@@ -30,11 +31,11 @@ macro_rules! simd_dispatch {
                 unsafe fn avx2($($a: $t),*) $(-> $ret)? {
                     $imp($($a),*)
                 }
-                if $crate::augment::simd::has_avx512() {
+                if $crate::simd::has_avx512() {
                     // SAFETY: the CPU supports these features, checked just above.
                     return unsafe { avx512($($a),*) };
                 }
-                if $crate::augment::simd::has_avx2() {
+                if $crate::simd::has_avx2() {
                     // SAFETY: the CPU supports AVX2, checked just above.
                     return unsafe { avx2($($a),*) };
                 }
