@@ -4,18 +4,21 @@
 //! FFmpeg's scaler spent about 2.4 ms of CPU per 1080p frame going to 512x288 RGB (area
 //! filter), 60% of what decoding the frame cost on the benchmark file. Here the planes are
 //! first halved with an exact 2x2 mean (luma once more than chroma for 4:2:0, so all three land
-//! on the chroma grid; 4K is halved again while the result stays at least the target), each
-//! plane is resized on its own by fast_image_resize's SIMD box convolution to the working size
-//! (a plane that needs no halving is read in place, through its stride), and only then are the
-//! three small planes converted to packed RGB in one pass: the colour conversion runs on the
-//! output pixels only (147k for 512x288, not 2M), and no full-size plane is ever copied or
-//! interleaved. The matrix follows the frame's tags (BT.709, BT.2020, else BT.601 as FFmpeg
+//! on the chroma grid; 4K is halved again while the result stays at least the target), the
+//! three grid planes are interleaved into one small YUV image (a plane that needs no halving is
+//! read in place, through its stride, never copied), that image is resized once by
+//! fast_image_resize's SIMD box convolution to the working size, and only then converted to
+//! RGB: the colour conversion runs on the output pixels only (147k for 512x288, not 2M).
+//! Resizing the three planes separately instead costs more: fast_image_resize's one-channel
+//! horizontal pass took 3.3x the three-channel one's time for the same bytes (perf, 1080p to
+//! 512x288). The matrix follows the frame's tags (BT.709, BT.2020, else BT.601 as FFmpeg
 //! assumes for untagged video; full range for `yuvj*` or a JPEG-range tag, else limited),
 //! rounding to nearest.
 //!
-//! The halving and the conversion are the per-frame loops that matter (about a quarter of a
-//! 1080p frame's CPU before they had SIMD copies): the halving has SSE2 and AVX2 kernels, the
-//! conversion AVX-512 and AVX2 copies through `simd_dispatch!`; all give the same bytes.
+//! The halving, the interleave and the conversion were a quarter of a 1080p frame's CPU while
+//! they ran as baseline x86-64 code: the halving now has SSE2 and AVX2 kernels, the interleave
+//! and the conversion AVX-512 and AVX2 copies through `simd_dispatch!` (byte shuffles for the
+//! stride-3 loads and stores); every copy gives the same bytes.
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -42,8 +45,10 @@ pub struct PlaneScaler {
     /// Each plane halved onto the grid (unused for a plane that needs no halving).
     halved: [Vec<u8>; 3],
     spare: Vec<u8>,
-    /// Each plane at the working size.
-    resized: [Image<'static>; 3],
+    /// The grid planes interleaved, 3 bytes a pixel.
+    packed: Vec<u8>,
+    /// That image at the working size.
+    resized: Image<'static>,
 }
 
 /// `n` halvings of a length (each rounds up, as FFmpeg's chroma sizes do).
@@ -58,8 +63,8 @@ struct PlaneRef<'a> {
     stride: usize,
 }
 
-impl PlaneRef<'_> {
-    fn row(&self, y: usize, w: usize) -> &[u8] {
+impl<'a> PlaneRef<'a> {
+    fn row(self, y: usize, w: usize) -> &'a [u8] {
         &self.data[y * self.stride..y * self.stride + w]
     }
 }
@@ -88,7 +93,6 @@ impl PlaneScaler {
             chroma_halvings += 1;
         }
         let grid = (halved(cw, chroma_halvings), halved(ch, chroma_halvings));
-        let plane = || Image::new(dw as u32, dh as u32, PixelType::U8);
         Some(PlaneScaler {
             luma_halvings: chroma_halvings + sub,
             chroma_halvings,
@@ -99,7 +103,8 @@ impl PlaneScaler {
             options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box)),
             halved: Default::default(),
             spare: Vec::new(),
-            resized: [plane(), plane(), plane()],
+            packed: Vec::new(),
+            resized: Image::new(dw as u32, dh as u32, PixelType::U8x3),
         })
     }
 
@@ -152,38 +157,25 @@ impl PlaneScaler {
                 }
             }
         });
-        // Every plane to the working size (in place when the grid is that size already).
-        let sized: [PlaneRef; 3] = if (gw, gh) == (dw, dh) {
-            on_grid
+        self.packed.resize(gw * gh * 3, 0);
+        for (y, out) in self.packed.chunks_exact_mut(gw * 3).enumerate() {
+            let [a, b, c] = on_grid.map(|plane| plane.row(y, gw));
+            interleave(a, b, c, out);
+        }
+        let yuv: &[u8] = if (gw, gh) == (dw, dh) {
+            &self.packed
         } else {
-            for (plane, dst) in on_grid.iter().zip(self.resized.iter_mut()) {
-                // The plane's stride is its width here, and the crop box drops the padding.
-                let rows = plane.data.len() / plane.stride;
-                let src =
-                    ImageRef::new(plane.stride as u32, rows as u32, plane.data, PixelType::U8)
-                        .map_err(|e| format!("resizing: {e}"))?;
-                let options = self.options.crop(0.0, 0.0, gw as f64, gh as f64);
-                self.resizer
-                    .resize(&src, dst, &options)
-                    .map_err(|e| format!("resizing: {e}"))?;
-            }
-            std::array::from_fn(|p| PlaneRef {
-                data: self.resized[p].buffer(),
-                stride: dw,
-            })
+            let src = ImageRef::new(gw as u32, gh as u32, &self.packed, PixelType::U8x3)
+                .map_err(|e| format!("resizing: {e}"))?;
+            self.resizer
+                .resize(&src, &mut self.resized, &self.options)
+                .map_err(|e| format!("resizing: {e}"))?;
+            self.resized.buffer()
         };
         let full = self.full_range_format || decoded.color_range() == color::Range::JPEG;
         let m = Matrix::new(decoded.color_space(), full);
-        let mut rgb = vec![0u8; dw * dh * 3];
-        for (y, out) in rgb.chunks_exact_mut(dw * 3).enumerate() {
-            yuv_to_rgb(
-                &m,
-                sized[0].row(y, dw),
-                sized[1].row(y, dw),
-                sized[2].row(y, dw),
-                out,
-            );
-        }
+        let mut rgb = vec![0u8; yuv.len()];
+        yuv_to_rgb(&m, yuv, &mut rgb);
         Ok(Frame::from_rgb(dw as u32, dh as u32, rgb))
     }
 }
@@ -299,27 +291,80 @@ unsafe fn halve_pairs_avx2(a: &[u8], b: &[u8], o: &mut [u8]) -> usize {
 }
 
 simd_dispatch!(
-    /// One row of planar YUV (equal lengths) to packed RGB, 3 bytes a pixel.
-    fn yuv_to_rgb(m: &Matrix, y: &[u8], u: &[u8], v: &[u8], rgb: &mut [u8]) => yuv_to_rgb_impl
+    /// Three equal-length rows into one packed row, 3 bytes a pixel.
+    fn interleave(a: &[u8], b: &[u8], c: &[u8], out: &mut [u8]) => interleave_impl
 );
 
 #[inline(always)]
-fn yuv_to_rgb_impl(m: &Matrix, y: &[u8], u: &[u8], v: &[u8], rgb: &mut [u8]) {
-    assert!(u.len() == y.len() && v.len() == y.len() && rgb.len() == 3 * y.len());
-    for (((y, u), v), rgb) in y
-        .chunks(BLOCK)
-        .zip(u.chunks(BLOCK))
-        .zip(v.chunks(BLOCK))
-        .zip(rgb.chunks_mut(3 * BLOCK))
+fn interleave_impl(a: &[u8], b: &[u8], c: &[u8], out: &mut [u8]) {
+    assert!(b.len() == a.len() && c.len() == a.len() && out.len() == 3 * a.len());
+    let full = a.len() / BLOCK * BLOCK;
+    for (((a, b), c), out) in a[..full]
+        .chunks_exact(BLOCK)
+        .zip(b[..full].chunks_exact(BLOCK))
+        .zip(c[..full].chunks_exact(BLOCK))
+        .zip(out.chunks_exact_mut(3 * BLOCK))
     {
-        let block = |p: &[u8]| {
-            let mut b = [0u8; BLOCK];
-            b[..p.len()].copy_from_slice(p);
-            b
-        };
-        let packed = m.block(&block(y), &block(u), &block(v));
-        rgb.copy_from_slice(&packed[..rgb.len()]);
+        // Fixed sizes, so the copies are vector moves rather than memcpy calls.
+        let out: &mut [u8; 3 * BLOCK] = out.try_into().expect("a full block");
+        *out = pack3(
+            a.try_into().expect("a full block"),
+            b.try_into().expect("a full block"),
+            c.try_into().expect("a full block"),
+        );
     }
+    if full < a.len() {
+        let packed = pack3(
+            &padded(&a[full..]),
+            &padded(&b[full..]),
+            &padded(&c[full..]),
+        );
+        out[3 * full..].copy_from_slice(&packed[..3 * (a.len() - full)]);
+    }
+}
+
+simd_dispatch!(
+    /// Packed YUV to packed RGB, 3 bytes a pixel each.
+    fn yuv_to_rgb(m: &Matrix, yuv: &[u8], rgb: &mut [u8]) => yuv_to_rgb_impl
+);
+
+#[inline(always)]
+fn yuv_to_rgb_impl(m: &Matrix, yuv: &[u8], rgb: &mut [u8]) {
+    assert_eq!(yuv.len(), rgb.len());
+    let full = yuv.len() / (3 * BLOCK) * (3 * BLOCK);
+    for (p, out) in yuv[..full]
+        .chunks_exact(3 * BLOCK)
+        .zip(rgb.chunks_exact_mut(3 * BLOCK))
+    {
+        let out: &mut [u8; 3 * BLOCK] = out.try_into().expect("a full block");
+        *out = m.packed_block(p.try_into().expect("a full block"));
+    }
+    if full < yuv.len() {
+        let mut px = [0u8; 3 * BLOCK];
+        px[..yuv.len() - full].copy_from_slice(&yuv[full..]);
+        let packed = m.packed_block(&px);
+        rgb[full..].copy_from_slice(&packed[..yuv.len() - full]);
+    }
+}
+
+/// Up to `BLOCK` bytes as a full block, zeros after a short tail.
+fn padded(p: &[u8]) -> [u8; BLOCK] {
+    let mut b = [0u8; BLOCK];
+    b[..p.len()].copy_from_slice(p);
+    b
+}
+
+/// Three blocks interleaved: fixed-size arrays with stride-3 stores, which LLVM turns into
+/// byte shuffles.
+#[inline(always)]
+fn pack3(a: &[u8; BLOCK], b: &[u8; BLOCK], c: &[u8; BLOCK]) -> [u8; 3 * BLOCK] {
+    let mut packed = [0u8; 3 * BLOCK];
+    for i in 0..BLOCK {
+        packed[3 * i] = a[i];
+        packed[3 * i + 1] = b[i];
+        packed[3 * i + 2] = c[i];
+    }
+    packed
 }
 
 /// YCbCr → RGB in 16-bit fixed point.
@@ -359,8 +404,20 @@ impl Matrix {
         }
     }
 
+    /// One block of packed YUV pixels to packed RGB (the stride-3 loads become byte shuffles).
+    #[inline(always)]
+    fn packed_block(&self, px: &[u8; 3 * BLOCK]) -> [u8; 3 * BLOCK] {
+        let (mut y, mut u, mut v) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
+        for i in 0..BLOCK {
+            y[i] = px[3 * i];
+            u[i] = px[3 * i + 1];
+            v[i] = px[3 * i + 2];
+        }
+        self.block(&y, &u, &v)
+    }
+
     /// One block of planar pixels to packed RGB: fixed-size arrays, so each step is a
-    /// vector loop and the interleave a byte shuffle.
+    /// vector loop.
     #[inline(always)]
     fn block(&self, y: &[u8; BLOCK], u: &[u8; BLOCK], v: &[u8; BLOCK]) -> [u8; 3 * BLOCK] {
         let (mut r, mut g, mut b) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
@@ -371,13 +428,7 @@ impl Matrix {
             g[i] = ((yy - self.gu * u - self.gv * v) >> 16).clamp(0, 255) as u8;
             b[i] = ((yy + self.bu * u) >> 16).clamp(0, 255) as u8;
         }
-        let mut packed = [0u8; 3 * BLOCK];
-        for i in 0..BLOCK {
-            packed[3 * i] = r[i];
-            packed[3 * i + 1] = g[i];
-            packed[3 * i + 2] = b[i];
-        }
-        packed
+        pack3(&r, &g, &b)
     }
 }
 
@@ -435,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn the_matrices_match_the_standards_in_floating_point() {
+    fn interleave_and_matrices_match_the_standards_in_floating_point() {
         for (space, kr, kb) in [
             (color::Space::Unspecified, 0.299, 0.114),
             (color::Space::BT709, 0.2126, 0.0722),
@@ -448,12 +499,18 @@ mod tests {
                     (0..n).map(|i| ((i * k + 7 * k) % 256) as u8).collect()
                 };
                 let (ys, us, vs) = (plane(97), plane(31), plane(53));
+                let mut yuv = vec![0u8; 3 * n];
+                interleave(&ys, &us, &vs, &mut yuv);
+                for i in 0..n {
+                    assert_eq!(yuv[3 * i..3 * i + 3], [ys[i], us[i], vs[i]], "pixel {i}");
+                }
                 let mut rgb = vec![0u8; 3 * n];
-                yuv_to_rgb(&m, &ys, &us, &vs, &mut rgb);
-                // The baseline copy gives the same bytes as the one the CPU picked.
-                let mut baseline = vec![0u8; 3 * n];
-                yuv_to_rgb_impl(&m, &ys, &us, &vs, &mut baseline);
-                assert_eq!(rgb, baseline);
+                yuv_to_rgb(&m, &yuv, &mut rgb);
+                // The baseline copies give the same bytes as the ones the CPU picked.
+                let (mut yuv_baseline, mut rgb_baseline) = (vec![0u8; 3 * n], vec![0u8; 3 * n]);
+                interleave_impl(&ys, &us, &vs, &mut yuv_baseline);
+                yuv_to_rgb_impl(&m, &yuv, &mut rgb_baseline);
+                assert_eq!((&yuv, &rgb), (&yuv_baseline, &rgb_baseline));
                 for (i, o) in rgb.chunks(3).enumerate() {
                     let (y, u, v) = (ys[i] as f64, us[i] as f64 - 128.0, vs[i] as f64 - 128.0);
                     let (y, cs) = if full {
