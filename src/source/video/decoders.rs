@@ -228,18 +228,45 @@ impl<'a> Actor<'a> {
             }
             None
         };
-        for (s, packet) in f.ictx.packets() {
-            if s.index() != f.stream {
-                continue;
+        let stream = f.stream;
+        let mut packets = f
+            .ictx
+            .packets()
+            .filter(|(s, _)| s.index() == stream)
+            .map(|(_, packet)| packet);
+        let mut held = None;
+        let mut sent_any = false;
+        while let Some(packet) = held.take().or_else(|| packets.next()) {
+            // The next GOP's keyframe, after every wanted frame: the decoder still holds the
+            // last few of them (B-frame reordering), and feeding it on would decode pictures
+            // of the next GOP, its keyframe first, only to push them out (~6% more pictures
+            // than frames at stride 1 on x264's defaults). Draining it instead gives them at
+            // once, unless leading pictures follow (an open GOP: shown before the keyframe,
+            // decoded after it, and counted in this GOP), which need the keyframe decoded.
+            if let Some(key_pts) = packet
+                .pts()
+                .filter(|&k| sent_any && packet.is_key() && k > max)
+            {
+                let after = packets.next();
+                let leading = after
+                    .as_ref()
+                    .and_then(|p| p.pts())
+                    .is_some_and(|t| t < key_pts);
+                if !leading {
+                    break;
+                }
+                held = after;
             }
             if f.decoder.send_packet(&packet).is_err() {
                 *corrupt += 1;
                 continue;
             }
+            sent_any = true;
             if let Some(landing) = drain(&mut f.decoder) {
                 return Ok(landing);
             }
         }
+        drop(packets);
         let _ = f.decoder.send_eof();
         let landing = drain(&mut f.decoder);
         // No picture at all: the seek went past the keyframe (to the end of the file).
