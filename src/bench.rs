@@ -277,11 +277,14 @@ fn stream_decode_only(
     // run up to `2 x decoders + 2` whole keyframe units ahead of the emitted frames, so the first
     // frame waits for a whole unit and, when the clock stops, the units in flight are decoded but
     // not counted; over a few seconds that understated the rate by a third. Frames emitted
-    // between the warm-up and the deadline are the steady state.
+    // between the warm-up and the deadline are the steady state. The process's CPU time over
+    // the same window gives frames per CPU-second: the pipeline has stopped by now, so it is
+    // the decoders' time, a figure other processes on the machine move far less than the
+    // wall-clock rate (compare `ffmpeg`'s with /usr/bin/time).
     let t = Instant::now();
     let deadline = t + Duration::from_secs_f64(seconds);
     let warm = t + Duration::from_secs_f64(seconds / 4.0);
-    let mut warm_mark: Option<(Instant, u64)> = None;
+    let mut warm_mark: Option<(Instant, u64, u64)> = None;
     let mut frames = 0u64;
     let mut pixels = (0u32, 0u32);
     let mut skipped = 0u64;
@@ -297,7 +300,7 @@ fn stream_decode_only(
             pixels = (f.width, f.height);
             let now = Instant::now();
             if warm_mark.is_none() && now >= warm {
-                warm_mark = Some((now, frames));
+                warm_mark = Some((now, frames, process_cpu_nanos()));
             }
             now < deadline
         };
@@ -309,11 +312,13 @@ fn stream_decode_only(
             bail!("the video source emitted no frame in a whole pass");
         }
     }
-    let fps = match warm_mark {
-        Some((at, counted)) if frames > counted => {
-            (frames - counted) as f64 / at.elapsed().as_secs_f64()
+    let (fps, per_cpu_second) = match warm_mark {
+        Some((at, counted, cpu)) if frames > counted => {
+            let cpu_seconds = (process_cpu_nanos() - cpu) as f64 * 1e-9;
+            let n = (frames - counted) as f64;
+            (n / at.elapsed().as_secs_f64(), n / cpu_seconds.max(1e-9))
         }
-        _ => frames as f64 / t.elapsed().as_secs_f64(),
+        _ => (frames as f64 / t.elapsed().as_secs_f64(), f64::NAN),
     };
     let (sampling, decoders) = match &cfg.source {
         crate::source::SourceConfig::Video(v) => (
@@ -332,6 +337,9 @@ fn stream_decode_only(
         "decode-only: {fps:.1} frames/s ({} sampling, {decoders} decoders, frames {}x{}, {skipped} skipped)",
         sampling, pixels.0, pixels.1
     );
+    if per_cpu_second.is_finite() {
+        println!("  {per_cpu_second:.1} frames per CPU-second (all the process's threads)");
+    }
     if let Some(pictures) = src.decoded_pictures().filter(|_| frames > 0) {
         println!(
             "  {pictures} pictures decoded for {frames} frames emitted ({:.2} per frame)",
@@ -395,12 +403,21 @@ fn decode_frame(
 
 /// CPU time the calling thread has used, in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu_nanos() -> u64 {
+    cpu_clock_nanos(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// CPU time all the process's threads have used, in nanoseconds (`CLOCK_PROCESS_CPUTIME_ID`).
+fn process_cpu_nanos() -> u64 {
+    cpu_clock_nanos(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn cpu_clock_nanos(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec; the clock id is a Linux constant.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
         return 0;
     }
