@@ -7,10 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::Ordering;
 
-use common::ffmpeg;
+use common::{ffmpeg, ffmpeg_rawvideo};
 use dino_stream::source::video::index::{self, Origin};
 use dino_stream::source::video::plan::{self, Sampling};
 use dino_stream::source::{Pass, PassEnd, StreamSource, VideoConfig, VideoSampling, VideoSource};
@@ -95,19 +94,10 @@ fn make_videos(dir: &Path) -> Vec<PathBuf> {
 
 /// Every frame of `file` as the ffmpeg CLI decodes it (RGB24, bilinear like the source).
 fn reference_frames(file: &Path, w: usize, h: usize) -> Vec<Vec<u8>> {
-    let out = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-i"])
-        .arg(file)
-        .args(["-fps_mode", "passthrough", "-sws_flags", "bilinear"])
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout.chunks(w * h * 3).map(|c| c.to_vec()).collect()
+    ffmpeg_rawvideo(file, &["-sws_flags", "bilinear", "-pix_fmt", "rgb24"])
+        .chunks(w * h * 3)
+        .map(|c| c.to_vec())
+        .collect()
 }
 
 fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {

@@ -12,9 +12,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{ffmpeg, run_reference};
+use common::{ffmpeg, ffmpeg_rawvideo, run_reference};
 use dino_stream::source::{Pass, PassEnd, StreamSource, VideoConfig, VideoSampling, VideoSource};
 
 /// Every frame dino-stream emits for `video` at `max_side`, sequentially, in stream order.
@@ -80,42 +79,20 @@ fn downscaled_frames_match_the_cli_decode_box_filtered_by_pil() {
         assert_eq!(data.len(), 10 * 256 * 144 * 3, "{fmt}: 10 frames");
         let ours_path = dir.path().join(format!("{fmt}.rgb"));
         std::fs::write(&ours_path, &data).unwrap();
-        let full = Command::new("ffmpeg")
-            .args(["-loglevel", "error", "-i"])
-            .arg(&video)
-            .args(["-fps_mode", "passthrough", "-vf"])
-            .arg(format!(
-                "scale=flags=bilinear+full_chroma_int+accurate_rnd:in_color_matrix={matrix}:in_range={range},format=rgb24"
-            ))
-            .args(["-f", "rawvideo", "-"])
-            .output()
-            .unwrap();
-        assert!(
-            full.status.success(),
-            "{}",
-            String::from_utf8_lossy(&full.stderr)
+        let full = ffmpeg_rawvideo(
+            &video,
+            &[
+                "-vf",
+                &format!(
+                    "scale=flags=bilinear+full_chroma_int+accurate_rnd:in_color_matrix={matrix}:in_range={range},format=rgb24"
+                ),
+            ],
         );
         let full_path = dir.path().join(format!("{fmt}.full.rgb"));
-        std::fs::write(&full_path, &full.stdout).unwrap();
-        let area = Command::new("ffmpeg")
-            .args(["-loglevel", "error", "-i"])
-            .arg(&video)
-            .args([
-                "-fps_mode",
-                "passthrough",
-                "-vf",
-                "scale=256:144:flags=area,format=rgb24",
-            ])
-            .args(["-f", "rawvideo", "-"])
-            .output()
-            .unwrap();
-        assert!(
-            area.status.success(),
-            "{}",
-            String::from_utf8_lossy(&area.stderr)
-        );
+        std::fs::write(&full_path, &full).unwrap();
+        let area = ffmpeg_rawvideo(&video, &["-vf", "scale=256:144:flags=area,format=rgb24"]);
         let area_path = dir.path().join(format!("{fmt}.area.rgb"));
-        std::fs::write(&area_path, &area.stdout).unwrap();
+        std::fs::write(&area_path, &area).unwrap();
         let report = run_reference(
             "video_scale_ref.py",
             &[

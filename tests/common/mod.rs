@@ -51,6 +51,27 @@ pub fn ffmpeg(args: &[&str]) {
     );
 }
 
+/// Every frame of `video` as the ffmpeg CLI decodes it, as raw bytes on stdout (one frame per
+/// picture, `-fps_mode passthrough`), with `output_args` (filters, pixel format) before
+/// `-f rawvideo`; asserts that it succeeded.
+pub fn ffmpeg_rawvideo(video: &Path, output_args: &[&str]) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-i"])
+        .arg(video)
+        .args(["-fps_mode", "passthrough"])
+        .args(output_args)
+        .args(["-f", "rawvideo", "-"])
+        .output()
+        .expect("ffmpeg CLI (make installs it)");
+    assert!(
+        out.status.success(),
+        "ffmpeg -i {} {output_args:?}: {}",
+        video.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
