@@ -29,6 +29,7 @@ fn bench_step(c: &mut Criterion) {
         head_bn: false,
         norm_last_layer: true,
         sync_bn: true,
+        ..Default::default()
     };
     let aug = AugmentConfig {
         global_size: 96,

@@ -15,7 +15,7 @@ use dino_stream::augment::AugmentConfig;
 use dino_stream::model::{Arch, ModelConfig, Pass};
 use dino_stream::train::config::{DeviceChoice, OptimizerKind, Plan, TrainConfig};
 use dino_stream::train::engine::Engine;
-use dino_stream::train::export::export_backbone;
+use dino_stream::train::export::{describe, export_backbone};
 use tch::{Device, Kind, Tensor};
 
 fn model(head_bn: bool, head_layers: i64, norm_last_layer: bool) -> ModelConfig {
@@ -34,6 +34,7 @@ fn model(head_bn: bool, head_layers: i64, norm_last_layer: bool) -> ModelConfig 
         head_bn,
         norm_last_layer,
         sync_bn: true,
+        ..Default::default()
     }
 }
 
@@ -279,6 +280,14 @@ fn export_case(dir: &Path, name: &str, m: &ModelConfig, aug: &AugmentConfig, n: 
     .unwrap();
     let cfg = serde_json::json!({ "model": m, "augment": aug });
     std::fs::write(case.join("config.json"), cfg.to_string()).unwrap();
+    // The loader `dino-stream export` prints, which the script runs as a user would.
+    let pipeline = dino_stream::config::PipelineConfig {
+        model: m.clone(),
+        augment: aug.clone(),
+        ..Default::default()
+    };
+    let path = case.join("backbone.safetensors");
+    std::fs::write(case.join("load.py"), describe(&pipeline, 1).python(&path)).unwrap();
 }
 
 #[test]
@@ -325,6 +334,14 @@ fn exported_backbone_loads_in_timm_with_same_features() {
         ..Default::default()
     };
     export_case(dir.path(), "resnet18", &resnet, &aug_r, 3);
+    // The small-image ResNet: 3x3 stem, no max-pool, three stages (torchvision's blocks).
+    let resnet_small = ModelConfig {
+        arch: Arch::ResnetSmall,
+        resnet_width: 8,
+        resnet_blocks: 2,
+        ..model(false, 3, true)
+    };
+    export_case(dir.path(), "resnet_small", &resnet_small, &aug_r, 3);
     let out = common::run_reference("export_check.py", &[dir.path()]);
     println!("{out}");
 }

@@ -38,6 +38,9 @@ fn sandbox(root: &Path) {
     // folders are symbolic links to it (image folders follow them).
     write_jpeg_folder(&data.join("imagenet/train"), 2, 65, 32);
     write_jpeg_folder(&data.join("imagenet/val"), 2, 4, 32);
+    // What `dino-stream composite` writes for pipelines/composite.toml (relative paths).
+    write_jpeg_folder(&root.join("runs/composite-train/images"), 2, 65, 64);
+    write_jpeg_folder(&root.join("runs/composite-test/images"), 2, 4, 64);
     std::fs::create_dir_all(data.join("pets")).unwrap();
     for d in ["my-images", "pets/train", "pets/val"] {
         std::os::unix::fs::symlink(data.join("imagenet/train"), data.join(d)).unwrap();
@@ -193,13 +196,17 @@ fn every_readme_and_help_example_validates() {
 fn shipped_pipelines_validate() {
     let dir = tempfile::tempdir().unwrap();
     sandbox(dir.path());
-    for p in [
-        "pipelines/quickstart.toml",
-        "pipelines/imagenet.toml",
-        "pipelines/video.toml",
-        "pipelines/live.toml",
-        "pipelines/webdataset.toml",
-    ] {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut shipped: Vec<String> = std::fs::read_dir(repo.join("pipelines"))
+        .unwrap()
+        .flatten()
+        .map(|e| format!("pipelines/{}", e.file_name().to_string_lossy()))
+        .filter(|p| p.ends_with(".toml"))
+        .collect();
+    shipped.sort();
+    assert!(shipped.len() >= 7, "{shipped:?}");
+    for p in &shipped {
+        let p = p.as_str();
         let out = run_in(dir.path(), &["validate", p]);
         assert!(out.status.success(), "{p}: {}", text(&out));
         assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{p}: ok")));

@@ -199,6 +199,7 @@ fn training_starts_from_an_official_checkpoint() {
         head_bn: false,
         norm_last_layer: true,
         sync_bn: true,
+        ..Default::default()
     };
     let augment = AugmentConfig {
         global_size: 32,

@@ -5,7 +5,6 @@
 
 use super::{PipelineConfig, Problems};
 use crate::augment::AugmentConfig;
-use crate::model::Arch;
 use crate::train::Plan;
 
 /// The most steps a plan may span: schedules are precomputed per step (four f64 vectors, so
@@ -57,7 +56,7 @@ pub fn check(cfg: &PipelineConfig, problems: &mut Problems) {
             format!("must be <= {MAX_PLAN_STEPS}, got {}", cfg.train.epochs)
         });
     }
-    let vit = !matches!(cfg.model.arch, Arch::Resnet18 | Arch::Resnet50);
+    let vit = !cfg.model.arch.is_resnet();
     if vit {
         let p = cfg.model.patch_size;
         for (key, side) in [

@@ -54,13 +54,24 @@ pub enum Arch {
     Vit,
     Resnet18,
     Resnet50,
+    /// A CIFAR-style ResNet for small images (28–64 px): a 3x3 stride-1 stem and no max-pool,
+    /// so a 28-pixel crop is not cut to 7x7 before the first block, then three stages of
+    /// `resnet_width`, 2x and 4x channels with `resnet_blocks` basic blocks each.
+    ResnetSmall,
+}
+
+impl Arch {
+    /// Convolutional backbones: no patches, no attention, BatchNorm.
+    pub fn is_resnet(self) -> bool {
+        matches!(self, Arch::Resnet18 | Arch::Resnet50 | Arch::ResnetSmall)
+    }
 }
 
 /// `[model]`: backbone and DINO head.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// `vit_tiny`, `vit_small`, `vit_base` (presets that fix embed_dim/depth/heads), `vit` (sizes from the keys below), `resnet18` or `resnet50`.
+    /// `vit_tiny`, `vit_small`, `vit_base` (presets that fix embed_dim/depth/heads), `vit` (sizes from the keys below), `resnet18`, `resnet50` or `resnet_small` (sizes from `resnet_width`, `resnet_blocks`).
     pub arch: Arch,
     /// Width of a custom ViT (`arch = "vit"`).
     pub embed_dim: i64,
@@ -91,6 +102,10 @@ pub struct ModelConfig {
     pub sync_bn: bool,
     /// Fix the last layer's weight-norm scale at 1.
     pub norm_last_layer: bool,
+    /// Channels of the first stage of `resnet_small` (doubled at each of the next two).
+    pub resnet_width: i64,
+    /// Basic blocks per stage of `resnet_small`.
+    pub resnet_blocks: i64,
 }
 
 impl Default for ModelConfig {
@@ -110,6 +125,8 @@ impl Default for ModelConfig {
             head_bn: false,
             sync_bn: true,
             norm_last_layer: true,
+            resnet_width: 32,
+            resnet_blocks: 1,
         }
     }
 }
@@ -151,6 +168,14 @@ impl ModelConfig {
             });
             problems.check(heads > 0 && dim % heads == 0, "model.heads", || {
                 format!("embed_dim {dim} must be divisible by heads {heads}")
+            });
+        }
+        if self.arch == Arch::ResnetSmall {
+            problems.check(self.resnet_width > 0, "model.resnet_width", || {
+                format!("must be > 0, got {}", self.resnet_width)
+            });
+            problems.check(self.resnet_blocks > 0, "model.resnet_blocks", || {
+                format!("must be > 0, got {}", self.resnet_blocks)
             });
         }
         problems.check(self.patch_size > 0, "model.patch_size", || {

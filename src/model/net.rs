@@ -5,7 +5,7 @@ use tch::{Device, Tensor};
 use super::head::{DinoHead, HeadDims};
 use super::params::Params;
 use super::vit::{VisionTransformer, VitDims};
-use super::{Arch, ModelConfig, Pass};
+use super::{ModelConfig, Pass};
 
 /// The feature extractor.
 pub enum Backbone {
@@ -42,11 +42,9 @@ impl DinoNet {
     pub fn new(cfg: &ModelConfig, img_size: i64, drop_path: f64, device: Device) -> Self {
         let mut params = Params::new(device);
         let backbone = match cfg.arch {
-            Arch::Resnet18 | Arch::Resnet50 => Backbone::Resnet(super::resnet::ResNet::new(
-                &mut params,
-                "backbone.",
-                cfg.arch,
-            )),
+            arch if arch.is_resnet() => {
+                Backbone::Resnet(super::resnet::ResNet::new(&mut params, "backbone.", cfg))
+            }
             _ => {
                 let (embed_dim, depth, heads) = cfg.vit_dims();
                 let dims = VitDims {

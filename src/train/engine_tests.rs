@@ -22,6 +22,7 @@ pub(crate) fn tiny_model() -> ModelConfig {
         head_bn: false,
         norm_last_layer: true,
         sync_bn: true,
+        ..Default::default()
     }
 }
 

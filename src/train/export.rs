@@ -120,6 +120,17 @@ pub fn describe(cfg: &crate::config::PipelineConfig, step: u64) -> Described {
     metadata.insert("dino_stream.std".into(), list(cfg.train.normalize_std));
     metadata.insert("dino_stream.config".into(), cfg.to_toml());
     let builder = match m.arch {
+        Arch::ResnetSmall => {
+            metadata.insert(
+                "dino_stream.resnet_width".into(),
+                m.resnet_width.to_string(),
+            );
+            metadata.insert(
+                "dino_stream.resnet_blocks".into(),
+                m.resnet_blocks.to_string(),
+            );
+            resnet_small_builder(m.resnet_width, m.resnet_blocks)
+        }
         Arch::Resnet18 | Arch::Resnet50 => format!(
             "import torch, torchvision\n\
              model = torchvision.models.{arch}(weights=None)\n\
@@ -163,6 +174,27 @@ pub fn describe(cfg: &crate::config::PipelineConfig, step: u64) -> Described {
         }
     };
     Described { metadata, builder }
+}
+
+/// torchvision's ResNet rebuilt as `resnet_small`: a 3x3 stride-1 stem, no max-pool, three
+/// stages made by torchvision's own `_make_layer` (same parameter names, same downsample rule).
+fn resnet_small_builder(width: i64, blocks: i64) -> String {
+    format!(
+        "import torch\n\
+         from torchvision.models.resnet import ResNet, BasicBlock\n\
+         model = ResNet(BasicBlock, [1, 1, 1, 1])\n\
+         model.inplanes = {width}\n\
+         model.conv1 = torch.nn.Conv2d(3, {width}, 3, 1, 1, bias=False)\n\
+         model.bn1 = torch.nn.BatchNorm2d({width})\n\
+         model.maxpool = torch.nn.Identity()\n\
+         model.layer1 = model._make_layer(BasicBlock, {width}, {blocks})\n\
+         model.layer2 = model._make_layer(BasicBlock, {w2}, {blocks}, stride=2)\n\
+         model.layer3 = model._make_layer(BasicBlock, {w4}, {blocks}, stride=2)\n\
+         model.layer4 = torch.nn.Identity()\n\
+         model.fc = torch.nn.Identity()",
+        w2 = 2 * width,
+        w4 = 4 * width,
+    )
 }
 
 impl Described {

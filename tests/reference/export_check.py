@@ -1,5 +1,6 @@
 """Loads backbones exported by dino-stream into timm (ViT) or torchvision (ResNet) (strict=True, pretrained=False: nothing is
-downloaded) and compares timm's features with the engine's on the same u8 images.
+downloaded) and compares timm's features with the engine's on the same u8 images; then runs the
+loader `dino-stream export` printed (load.py) and compares its model's features the same way.
 Usage: export_check.py CASES_DIR. Tolerance: |Δ| <= 1e-4 + 1e-4·|f| (fp32; timm uses fused
 attention, the engine SDPA, so summation orders differ)."""
 import json
@@ -10,6 +11,7 @@ import timm
 import torch
 import torchvision
 from safetensors.torch import load_file
+from torchvision.models.resnet import BasicBlock
 
 torch.set_num_threads(1)
 PRESETS = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "vit_base": (768, 12, 12)}
@@ -20,7 +22,18 @@ for name in sorted(os.listdir(sys.argv[1])):
     d = os.path.join(sys.argv[1], name)
     cfg = json.load(open(os.path.join(d, "config.json")))
     m, g = cfg["model"], cfg["augment"]["global_size"]
-    if m["arch"].startswith("resnet"):
+    if m["arch"] == "resnet_small":  # built here independently of the printed loader below
+        model = torchvision.models.resnet.ResNet(BasicBlock, [1, 1, 1, 1])
+        w, n = m["resnet_width"], m["resnet_blocks"]
+        model.inplanes = w
+        model.conv1 = torch.nn.Conv2d(3, w, 3, 1, 1, bias=False)
+        model.bn1 = torch.nn.BatchNorm2d(w)
+        model.maxpool = torch.nn.Identity()
+        model.layer1 = model._make_layer(BasicBlock, w, n)
+        model.layer2 = model._make_layer(BasicBlock, 2 * w, n, stride=2)
+        model.layer3 = model._make_layer(BasicBlock, 4 * w, n, stride=2)
+        model.layer4 = model.fc = torch.nn.Identity()
+    elif m["arch"].startswith("resnet"):
         model = torchvision.models.__dict__[m["arch"]](weights=None)
         model.fc = torch.nn.Identity()  # DINO removes the classifier
     elif m["arch"] in PRESETS and name.startswith("vit_"):
@@ -40,6 +53,14 @@ for name in sorted(os.listdir(sys.argv[1])):
         f = model(x)
     err = (f - io["features"]).abs()
     ok = bool((err <= 1e-4 + 1e-4 * f.abs()).all())
-    print(f"{name}: {len(sd)} tensors loaded strict, features {tuple(f.shape)}, max abs diff {err.max().item():.2e} {'ok' if ok else 'FAIL'}")
-    failed |= not ok
+    # The Python that `dino-stream export` prints for this backbone, run as a user would.
+    scope = {}
+    exec(open(os.path.join(d, "load.py")).read(), scope)
+    scope["model"].eval()
+    with torch.no_grad():
+        printed = (scope["model"](x) - io["features"]).abs()
+    ok_printed = bool((printed <= 1e-4 + 1e-4 * f.abs()).all())
+    print(f"{name}: {len(sd)} tensors loaded strict, features {tuple(f.shape)}, max abs diff {err.max().item():.2e} {'ok' if ok else 'FAIL'}; "
+          f"printed loader max abs diff {printed.max().item():.2e} {'ok' if ok_printed else 'FAIL'}")
+    failed |= not (ok and ok_printed)
 sys.exit(1 if failed else 0)
