@@ -1,5 +1,7 @@
 //! ResNet-18/50 backbones with torchvision parameter names (`conv1`, `bn1`, `layer{1-4}.{j}.…`),
 //! classification layer removed as DINO does (`fc = Identity`): output is the pooled features.
+//! `resnet_small` is the same network cut for small images: a 3x3 stride-1 stem, no max-pool and
+//! three stages (`layer1-3`), as torchvision builds it with `_make_layer` (see `train::export`).
 
 use tch::{Kind, Tensor};
 
@@ -60,8 +62,8 @@ impl Conv {
 /// The same tensor with NHWC strides (PyTorch's `channels_last`; tch has no memory-format API,
 /// and a permuted copy permuted back is exactly that layout). A convolution whose weight is
 /// channels-last runs oneDNN's NHWC kernels and keeps its output NHWC, so the batch norms and
-/// the next convolution need no reorders: 1.25-1.35x per training step of the small ResNet on
-/// a CPU (measured in PyTorch, the same libtorch). Gradients flow through the copy; the stored
+/// the next convolution need no reorders: 1.17-1.47x per training step of `resnet_small` (width
+/// 16, `dino-stream bench train`, see docs/ARCHITECTURE.md). Gradients flow through the copy; the stored
 /// parameter keeps its ordinary layout, so checkpoints and the optimizer see no difference.
 fn channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
@@ -108,7 +110,7 @@ impl ResNet {
         let small = cfg.arch == Arch::ResnetSmall;
         let expansion = if bottleneck { 4 } else { 1 };
         let (k, stride, pad) = if small { (3, 1, 1) } else { (7, 2, 3) };
-        let stem = (
+        let mut stem = (
             Conv::new(p, &format!("{prefix}conv1"), 3, base, k, stride, pad),
             BatchNorm::new(p, &format!("{prefix}bn1"), base),
         );
@@ -157,14 +159,11 @@ impl ResNet {
                 cin = cout;
             }
         }
-        let mut stem = stem;
-        if small {
-            stem.0.channels_last = true;
-            for u in &mut units {
-                for (c, _) in u.convs.iter_mut().chain(u.downsample.as_mut()) {
-                    c.channels_last = true;
-                }
-            }
+        let convs = units
+            .iter_mut()
+            .flat_map(|u| u.convs.iter_mut().chain(u.downsample.as_mut()));
+        for (c, _) in std::iter::once(&mut stem).chain(convs) {
+            c.channels_last = small;
         }
         ResNet {
             stem,
