@@ -269,7 +269,8 @@ fn export_case(dir: &Path, name: &str, m: &ModelConfig, aug: &AugmentConfig, n: 
     e.step(&b).unwrap(); // teacher ≠ student init after a step
     let case = dir.join(name);
     std::fs::create_dir_all(&case).unwrap();
-    export_backbone(&e.state(), &case.join("backbone.safetensors")).unwrap();
+    let path = case.join("backbone.safetensors");
+    export_backbone(&e.state(), &path).unwrap();
     let g = aug.global_size as i64;
     let images = Tensor::randint(256, [n, g, g, 3], (Kind::Uint8, Device::Cpu));
     let feats = e.teacher_features(&images);
@@ -286,7 +287,6 @@ fn export_case(dir: &Path, name: &str, m: &ModelConfig, aug: &AugmentConfig, n: 
         augment: aug.clone(),
         ..Default::default()
     };
-    let path = case.join("backbone.safetensors");
     std::fs::write(case.join("load.py"), describe(&pipeline, 1).python(&path)).unwrap();
 }
 
