@@ -342,6 +342,18 @@ fn exported_backbone_loads_in_timm_with_same_features() {
         ..model(false, 3, true)
     };
     export_case(dir.path(), "resnet_small", &resnet_small, &aug_r, 3);
+    // Its spatial readout: the 8x8 last map pooled to 3x3 (overlapping adaptive windows).
+    let resnet_small_grid = ModelConfig {
+        resnet_pool_grid: 3,
+        ..resnet_small
+    };
+    export_case(
+        dir.path(),
+        "resnet_small_grid",
+        &resnet_small_grid,
+        &aug_r,
+        3,
+    );
     let out = common::run_reference("export_check.py", &[dir.path()]);
     println!("{out}");
 }

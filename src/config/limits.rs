@@ -1,10 +1,12 @@
 //! Checks across sections for values that each section accepts on its own but that would abort
 //! or panic later: a plan whose schedules cannot be allocated, channels that preallocate more
-//! than a machine has, crops smaller than a ViT patch, and crop buffers over the byte budget.
+//! than a machine has, crops smaller than a ViT patch, a `resnet_small` pooling grid finer than
+//! a crop's last map, and crop buffers over the byte budget.
 //! They run inside `validate`, so they fail before anything starts.
 
 use super::{PipelineConfig, Problems};
 use crate::augment::AugmentConfig;
+use crate::model::Arch;
 use crate::train::Plan;
 
 /// The most steps a plan may span: schedules are precomputed per step (four f64 vectors, so
@@ -68,6 +70,20 @@ pub fn check(cfg: &PipelineConfig, problems: &mut Problems) {
             });
         }
     }
+    if cfg.model.arch == Arch::ResnetSmall {
+        // Two stride-2 stages halve a crop twice (rounding up); a finer grid than that map would
+        // only repeat its cells.
+        let g = cfg.model.resnet_pool_grid;
+        for (key, side) in [
+            ("augment.global_size", cfg.augment.global_size),
+            ("augment.local_size", cfg.augment.local_size),
+        ] {
+            let map = i64::from(side.div_ceil(4));
+            problems.check(g <= map, "model.resnet_pool_grid", || {
+                format!("{g} is finer than the {map}x{map} last map of a {side}-pixel crop ({key})")
+            });
+        }
+    }
     let per_sample = sample_bytes(&cfg.augment);
     let batches = (cfg.batcher.channel_capacity as u64 + 2)
         .checked_mul(cfg.train.batch_size as u64)
@@ -110,6 +126,17 @@ mod tests {
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }
+        let mut small = PipelineConfig::default();
+        small.model.arch = Arch::ResnetSmall;
+        small.augment.local_size = 14; // last map 4x4
+        small.model.resnet_pool_grid = 4;
+        assert!(small.validate().is_empty(), "{}", small.validate());
+        small.model.resnet_pool_grid = 5;
+        let text = small.validate().to_string();
+        assert!(
+            text.contains("model.resnet_pool_grid") && text.contains("14-pixel crop"),
+            "{text}"
+        );
         assert!(plan_steps(&Plan {
             steps_per_epoch: u64::MAX,
             epochs: 2

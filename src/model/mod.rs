@@ -106,6 +106,11 @@ pub struct ModelConfig {
     pub resnet_width: i64,
     /// Basic blocks per stage of `resnet_small`.
     pub resnet_blocks: i64,
+    /// Side of the grid `resnet_small` average-pools its last feature map to; the features are
+    /// the flattened grid (channels × grid², torchvision's `AdaptiveAvgPool2d(grid)` + flatten).
+    /// 1 is the paper's global pooling; a grid keeps where in the picture a part is, which
+    /// centred 28-pixel garments need (docs/ARCHITECTURE.md, "A spatial readout").
+    pub resnet_pool_grid: i64,
 }
 
 impl Default for ModelConfig {
@@ -127,6 +132,7 @@ impl Default for ModelConfig {
             norm_last_layer: true,
             resnet_width: 32,
             resnet_blocks: 1,
+            resnet_pool_grid: 1,
         }
     }
 }
@@ -176,6 +182,9 @@ impl ModelConfig {
             });
             problems.check(self.resnet_blocks > 0, "model.resnet_blocks", || {
                 format!("must be > 0, got {}", self.resnet_blocks)
+            });
+            problems.check(self.resnet_pool_grid > 0, "model.resnet_pool_grid", || {
+                format!("must be > 0, got {}", self.resnet_pool_grid)
             });
         }
         problems.check(self.patch_size > 0, "model.patch_size", || {

@@ -97,6 +97,8 @@ pub struct ResNet {
     /// The ImageNet stem's 3x3 stride-2 max-pool (not in `resnet_small`).
     max_pool: bool,
     units: Vec<Unit>,
+    /// Side of the grid the last map is average-pooled to (1: global pooling).
+    pool_grid: i64,
     out_dim: i64,
 }
 
@@ -108,6 +110,7 @@ impl ResNet {
             _ => (false, vec![2, 2, 2, 2], 64),
         };
         let small = cfg.arch == Arch::ResnetSmall;
+        let pool_grid = if small { cfg.resnet_pool_grid } else { 1 };
         let expansion = if bottleneck { 4 } else { 1 };
         let (k, stride, pad) = if small { (3, 1, 1) } else { (7, 2, 3) };
         let mut stem = (
@@ -169,7 +172,8 @@ impl ResNet {
             stem,
             max_pool: !small,
             units,
-            out_dim: cin,
+            pool_grid,
+            out_dim: cin * pool_grid * pool_grid,
         }
     }
 
@@ -187,7 +191,8 @@ impl ResNet {
         for u in &self.units {
             h = u.forward(&h, train);
         }
-        h.adaptive_avg_pool2d([1, 1])
+        // The flatten is channel-major whatever the memory format, as torchvision's.
+        h.adaptive_avg_pool2d([self.pool_grid, self.pool_grid])
             .flatten(1, -1)
             .to_kind(Kind::Float)
     }

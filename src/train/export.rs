@@ -129,7 +129,11 @@ pub fn describe(cfg: &crate::config::PipelineConfig, step: u64) -> Described {
                 "dino_stream.resnet_blocks".into(),
                 m.resnet_blocks.to_string(),
             );
-            resnet_small_builder(m.resnet_width, m.resnet_blocks)
+            metadata.insert(
+                "dino_stream.resnet_pool_grid".into(),
+                m.resnet_pool_grid.to_string(),
+            );
+            resnet_small_builder(m.resnet_width, m.resnet_blocks, m.resnet_pool_grid)
         }
         Arch::Resnet18 | Arch::Resnet50 => format!(
             "import torch, torchvision\n\
@@ -178,7 +182,12 @@ pub fn describe(cfg: &crate::config::PipelineConfig, step: u64) -> Described {
 
 /// torchvision's ResNet rebuilt as `resnet_small`: a 3x3 stride-1 stem, no max-pool, three
 /// stages made by torchvision's own `_make_layer` (same parameter names, same downsample rule).
-fn resnet_small_builder(width: i64, blocks: i64) -> String {
+fn resnet_small_builder(width: i64, blocks: i64, pool_grid: i64) -> String {
+    let pool = if pool_grid == 1 {
+        String::new()
+    } else {
+        format!("\nmodel.avgpool = torch.nn.AdaptiveAvgPool2d({pool_grid})")
+    };
     format!(
         "import torch\n\
          from torchvision.models.resnet import ResNet, BasicBlock\n\
@@ -191,7 +200,7 @@ fn resnet_small_builder(width: i64, blocks: i64) -> String {
          model.layer2 = model._make_layer(BasicBlock, {w2}, {blocks}, stride=2)\n\
          model.layer3 = model._make_layer(BasicBlock, {w4}, {blocks}, stride=2)\n\
          model.layer4 = torch.nn.Identity()\n\
-         model.fc = torch.nn.Identity()",
+         model.fc = torch.nn.Identity(){pool}",
         w2 = 2 * width,
         w4 = 4 * width,
     )

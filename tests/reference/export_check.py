@@ -33,6 +33,7 @@ for name in sorted(os.listdir(sys.argv[1])):
         model.layer2 = model._make_layer(BasicBlock, 2 * w, n, stride=2)
         model.layer3 = model._make_layer(BasicBlock, 4 * w, n, stride=2)
         model.layer4 = model.fc = torch.nn.Identity()
+        model.avgpool = torch.nn.AdaptiveAvgPool2d(m["resnet_pool_grid"])
     elif m["arch"].startswith("resnet"):
         model = torchvision.models.__dict__[m["arch"]](weights=None)
         model.fc = torch.nn.Identity()  # DINO removes the classifier
