@@ -258,12 +258,24 @@ pub fn eval_linear(
         bail!("the test set has labels the training set lacks");
     }
     let (top1, top5) = linear::topk_accuracy(&logits, &ty);
+    // What the classifier read: n_last_blocks only shapes a ViT's features.
+    let readout = match &model {
+        None => "pixels".to_string(),
+        Some(m) if m.vit().is_ok() => format!(
+            "{} last blocks{}",
+            lin.n_last_blocks,
+            if lin.avgpool_patchtokens {
+                " + avgpool"
+            } else {
+                ""
+            }
+        ),
+        Some(_) => "backbone features".to_string(),
+    };
     println!(
-        "linear probe ({:?} mode, {} epochs, {} last blocks{}) of {what}: top-1 {:.2}%  top-5 {:.2}%  ({:.0}s)",
+        "linear probe ({:?} mode, {} epochs, {readout}) of {what}: top-1 {:.2}%  top-5 {:.2}%  ({:.0}s)",
         lin.mode,
         lin.epochs,
-        lin.n_last_blocks,
-        if lin.avgpool_patchtokens { " + avgpool" } else { "" },
         100.0 * top1,
         100.0 * top5,
         t.elapsed().as_secs_f64()
