@@ -126,6 +126,9 @@ pub enum Command {
         size: u32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// A garment's side as a share of the image side: MIN,MAX (drawn uniformly).
+        #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = crate::eval::composite::GARMENT_SCALE)]
+        garment_scale: Vec<f64>,
         /// Output directory (images/class_K/*.png, masks/*.png, index.csv).
         #[arg(long)]
         out: PathBuf,
@@ -251,6 +254,10 @@ pub enum EvalCommand {
         /// A supervised ViT to compare with (weights file or checkpoint).
         #[arg(long)]
         supervised: Option<PathBuf>,
+        /// Attention heads of the --supervised ViT when it is an imported weights file (a state
+        /// dict does not record them; default width / 64).
+        #[arg(long)]
+        supervised_heads: Option<i64>,
         /// Use only the first N samples.
         #[arg(long)]
         limit: Option<usize>,

@@ -23,6 +23,7 @@ pub fn eval_segment(
     data: &Path,
     checkpoint: &Path,
     supervised: Option<&Path>,
+    supervised_heads: Option<i64>,
     limit: Option<usize>,
     threshold: f64,
 ) -> anyhow::Result<()> {
@@ -35,7 +36,7 @@ pub fn eval_segment(
         ("random init", segment::score(&random, &set, threshold)?),
     ];
     if let Some(s) = supervised {
-        let sup = open_model(s, false, None, None)?;
+        let sup = open_model(s, false, supervised_heads, None)?;
         rows.push(("supervised", segment::score(&sup, &set, threshold)?));
     }
     println!(

@@ -324,6 +324,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             count,
             size,
             seed,
+            garment_scale,
             out,
         } => dino_stream::commands_eval::composite(
             dino_stream::eval::composite::CompositeSpec {
@@ -337,6 +338,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 count,
                 size,
                 seed,
+                garment_scale: [garment_scale[0], garment_scale[1]],
             },
             &out,
         ),
@@ -344,12 +346,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             data,
             checkpoint,
             supervised,
+            supervised_heads,
             limit,
             threshold,
         }) => dino_stream::commands_eval::eval_segment(
             &data,
             &checkpoint,
             supervised.as_deref(),
+            supervised_heads,
             limit,
             threshold,
         ),

@@ -1,5 +1,6 @@
 //! The evaluation protocols' arithmetic: the linear probe learns a linearly separable set,
-//! top-k counting, the cosine schedule, Jaccard and its disc baseline, the viridis colormap.
+//! top-k counting, the cosine schedule, Jaccard and its disc baseline, the composite set's masks,
+//! the viridis colormap.
 
 use dino_stream::eval::linear::{topk_accuracy, train_on_features, LinearConfig, Trainer};
 use dino_stream::eval::segment::{disc_baseline, jaccard, Sample};
@@ -123,5 +124,116 @@ fn viridis_matches_matplotlib_at_known_points() {
         for (g, w) in got.iter().zip(want) {
             assert!((*g as i32 - w).abs() <= 4, "t={t}: {got:?} vs {want:?}");
         }
+    }
+}
+
+/// Fashion-MNIST-format IDX files of `n` 28x28 garments: a filled rectangle of intensity
+/// 60..255 (a dark garment too) on 0, whose size varies with `i`.
+fn write_garments(dir: &std::path::Path, n: u32) {
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, 28, 28] {
+        images.extend_from_slice(&d.to_be_bytes());
+    }
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend_from_slice(&n.to_be_bytes());
+    for i in 0..n {
+        let (half, level) = (4 + i % 8, 60 + (i * 37 % 196) as u8);
+        for y in 0..28u32 {
+            for x in 0..28u32 {
+                let inside = x.abs_diff(14) < half && y.abs_diff(14) < half + 2;
+                images.push(if inside { level } else { 0 });
+            }
+        }
+        labels.push((i % 10) as u8);
+    }
+    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
+}
+
+fn composite_spec(
+    garments: &std::path::Path,
+    backgrounds: &std::path::Path,
+    garment_scale: [f64; 2],
+) -> dino_stream::eval::composite::CompositeSpec {
+    dino_stream::eval::composite::CompositeSpec {
+        fashion_mnist: garments.to_path_buf(),
+        split: dino_stream::source::IdxSplit::Train,
+        backgrounds: backgrounds.to_path_buf(),
+        count: 12,
+        size: 64,
+        seed: 3,
+        garment_scale,
+    }
+}
+
+/// The composite set: rebuilding gives the same files; garments are opaque, so on two plain
+/// backgrounds (one grey, one black) every mask pixel is the same garment colour in both builds
+/// and every other pixel is the background; a larger garment scale gives larger masks; an
+/// impossible scale is refused.
+#[test]
+fn composite_masks_are_exactly_the_pasted_garment() {
+    use dino_stream::eval::composite::build;
+    use dino_stream::eval::segment::read_set;
+    let dir = tempfile::tempdir().unwrap();
+    let garments = dir.path().join("fmnist");
+    std::fs::create_dir_all(&garments).unwrap();
+    write_garments(&garments, 40);
+    let set_on = |level: u8, scale: [f64; 2], name: &str| {
+        let bg = dir.path().join(format!("bg-{name}"));
+        std::fs::create_dir_all(&bg).unwrap();
+        image::RgbImage::from_pixel(96, 80, image::Rgb([level; 3]))
+            .save(bg.join("plain.png"))
+            .unwrap();
+        let out = dir.path().join(name);
+        assert_eq!(
+            build(&composite_spec(&garments, &bg, scale), &out).unwrap(),
+            12
+        );
+        out
+    };
+    let grey = set_on(128, [0.35, 0.7], "grey");
+    let black = set_on(0, [0.35, 0.7], "black");
+    let again = set_on(128, [0.35, 0.7], "grey-again");
+    for f in ["index.csv", "masks/00000.png", "masks/00011.png"] {
+        assert_eq!(
+            std::fs::read(grey.join(f)).unwrap(),
+            std::fs::read(again.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let (on_grey, on_black) = (
+        read_set(&grey, None).unwrap(),
+        read_set(&black, None).unwrap(),
+    );
+    assert_eq!(on_grey.len(), 12);
+    for (g, b) in on_grey.iter().zip(&on_black) {
+        assert_eq!(g.mask, b.mask);
+        assert!(g.mask.iter().any(|&m| m), "an empty mask");
+        let (gp, bp) = (g.image.data().chunks(3), b.image.data().chunks(3));
+        for ((m, gp), bp) in g.mask.iter().zip(gp).zip(bp) {
+            if *m {
+                assert_eq!(gp, bp, "the background shows through a garment pixel");
+            } else {
+                assert_eq!((gp, bp), (&[128u8; 3][..], &[0u8; 3][..]));
+            }
+        }
+    }
+    let area = |set: &[Sample]| -> usize {
+        set.iter()
+            .map(|s| s.mask.iter().filter(|&&m| m).count())
+            .sum()
+    };
+    let small = set_on(128, [0.2, 0.2], "small");
+    let large = set_on(128, [0.9, 0.9], "large");
+    assert!(area(&read_set(&large, None).unwrap()) > 10 * area(&read_set(&small, None).unwrap()));
+    let bg = dir.path().join("bg-grey");
+    for bad in [[0.8, 0.5], [0.0, 0.5], [0.5, 1.5]] {
+        let e = build(
+            &composite_spec(&garments, &bg, bad),
+            &dir.path().join("bad"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("garment scale"), "{e}");
     }
 }

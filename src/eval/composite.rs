@@ -26,10 +26,12 @@ pub struct CompositeSpec {
     pub count: usize,
     pub size: u32,
     pub seed: u64,
+    /// A garment's side as a share of the image side, drawn uniformly from [min, max].
+    pub garment_scale: [f64; 2],
 }
 
-/// A garment covers this share of the image side (uniform).
-const GARMENT_SCALE: [f64; 2] = [0.35, 0.7];
+/// The default share of the image side a garment covers.
+pub const GARMENT_SCALE: [f64; 2] = [0.35, 0.7];
 /// A pixel belongs to the garment when its Fashion-MNIST intensity is above this.
 const MASK_LEVEL: u8 = 25;
 
@@ -72,6 +74,12 @@ fn backgrounds(dir: &Path, max_pixels: u64) -> Result<Vec<(PathBuf, Frame)>, Seg
 
 /// Builds the set; returns the number of samples written.
 pub fn build(spec: &CompositeSpec, out: &Path) -> Result<usize, SegmentError> {
+    let [lo, hi] = spec.garment_scale;
+    if !(0.0 < lo && lo <= hi && hi <= 1.0) {
+        return Err(SegmentError::Invalid(format!(
+            "garment scale {lo},{hi}: need 0 < min <= max <= 1"
+        )));
+    }
     let garments = IdxSource::open(&spec.fashion_mnist, spec.split, None)
         .map_err(|e| SegmentError::Invalid(format!("{}: {e}", spec.fashion_mnist.display())))?;
     let bgs = backgrounds(&spec.backgrounds, 1 << 26)?;
@@ -102,7 +110,7 @@ pub fn build(spec: &CompositeSpec, out: &Path) -> Result<usize, SegmentError> {
                 )))
             }
         };
-        let side = ((size as f64 * rng.uniform(GARMENT_SCALE[0], GARMENT_SCALE[1])) as u32).max(8);
+        let side = ((size as f64 * rng.uniform(lo, hi)) as u32).max(8);
         let g = resized_crop(
             &garment,
             crate::augment::CropRect {
@@ -128,15 +136,15 @@ pub fn build(spec: &CompositeSpec, out: &Path) -> Result<usize, SegmentError> {
                 if v <= MASK_LEVEL {
                     continue;
                 }
-                let a = v as f64 / 255.0;
+                // Opaque: every mask pixel shows the garment, shaded by its intensity, so the
+                // mask is what a viewer sees (blending by intensity left dark garments
+                // see-through while the mask still claimed them).
+                let shade = 0.35 + 0.65 * (v as f64 / 255.0);
                 let (px, py) = (left + x, top + y);
                 mask.put_pixel(px, py, Luma([255]));
                 let p = img.get_pixel_mut(px, py);
                 for (channel, tone) in p.0.iter_mut().zip(tint) {
-                    let fg = tone as f64 * (0.35 + 0.65 * a);
-                    *channel = (*channel as f64 * (1.0 - a) + fg * a)
-                        .round()
-                        .clamp(0.0, 255.0) as u8;
+                    *channel = (tone as f64 * shade).round().clamp(0.0, 255.0) as u8;
                 }
             }
         }
