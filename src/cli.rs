@@ -127,7 +127,7 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// A garment's side as a share of the image side: MIN,MAX (drawn uniformly).
-        #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = crate::eval::composite::GARMENT_SCALE)]
+        #[arg(long, value_delimiter = ',', default_values_t = crate::eval::composite::GARMENT_SCALE)]
         garment_scale: Vec<f64>,
         /// Output directory (images/class_K/*.png, masks/*.png, index.csv).
         #[arg(long)]

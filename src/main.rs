@@ -326,22 +326,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             seed,
             garment_scale,
             out,
-        } => dino_stream::commands_eval::composite(
-            dino_stream::eval::composite::CompositeSpec {
-                fashion_mnist,
-                split: if test_split {
-                    dino_stream::source::IdxSplit::Test
-                } else {
-                    dino_stream::source::IdxSplit::Train
+        } => {
+            let [lo, hi] = garment_scale[..] else {
+                anyhow::bail!("--garment-scale takes MIN,MAX, got {garment_scale:?}");
+            };
+            dino_stream::commands_eval::composite(
+                dino_stream::eval::composite::CompositeSpec {
+                    fashion_mnist,
+                    split: if test_split {
+                        dino_stream::source::IdxSplit::Test
+                    } else {
+                        dino_stream::source::IdxSplit::Train
+                    },
+                    backgrounds,
+                    count,
+                    size,
+                    seed,
+                    garment_scale: [lo, hi],
                 },
-                backgrounds,
-                count,
-                size,
-                seed,
-                garment_scale: [garment_scale[0], garment_scale[1]],
-            },
-            &out,
-        ),
+                &out,
+            )
+        }
         Command::Eval(EvalCommand::Segment {
             data,
             checkpoint,
