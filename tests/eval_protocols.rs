@@ -2,6 +2,8 @@
 //! top-k counting, the cosine schedule, Jaccard and its disc baseline, the composite set's masks,
 //! the viridis colormap.
 
+mod common;
+
 use dino_stream::eval::linear::{topk_accuracy, train_on_features, LinearConfig, Trainer};
 use dino_stream::eval::segment::{disc_baseline, jaccard, Sample};
 use dino_stream::frame::Frame;
@@ -127,29 +129,6 @@ fn viridis_matches_matplotlib_at_known_points() {
     }
 }
 
-/// Fashion-MNIST-format IDX files of `n` 28x28 garments: a filled rectangle of intensity
-/// 60..255 (a dark garment too) on 0, whose size varies with `i`.
-fn write_garments(dir: &std::path::Path, n: u32) {
-    let mut images = vec![0, 0, 8, 3];
-    for d in [n, 28, 28] {
-        images.extend_from_slice(&d.to_be_bytes());
-    }
-    let mut labels = vec![0, 0, 8, 1];
-    labels.extend_from_slice(&n.to_be_bytes());
-    for i in 0..n {
-        let (half, level) = (4 + i % 8, 60 + (i * 37 % 196) as u8);
-        for y in 0..28u32 {
-            for x in 0..28u32 {
-                let inside = x.abs_diff(14) < half && y.abs_diff(14) < half + 2;
-                images.push(if inside { level } else { 0 });
-            }
-        }
-        labels.push((i % 10) as u8);
-    }
-    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
-}
-
 fn composite_spec(
     garments: &std::path::Path,
     backgrounds: &std::path::Path,
@@ -177,7 +156,7 @@ fn composite_masks_are_exactly_the_pasted_garment() {
     let dir = tempfile::tempdir().unwrap();
     let garments = dir.path().join("fmnist");
     std::fs::create_dir_all(&garments).unwrap();
-    write_garments(&garments, 40);
+    common::write_garments(&garments, 40);
     let set_on = |level: u8, scale: [f64; 2], name: &str| {
         let bg = dir.path().join(format!("bg-{name}"));
         std::fs::create_dir_all(&bg).unwrap();

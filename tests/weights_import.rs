@@ -249,3 +249,91 @@ fn training_starts_from_an_official_checkpoint() {
         .to_string();
     assert!(err.contains("full.pth") && err.contains("shape"), "{err}");
 }
+
+/// The supervised baseline of `eval segment`: scripts/train-supervised-vit.py trains timm's
+/// ViT on a composite set's labels and writes a state dict that imports with the given heads;
+/// `eval segment --supervised` then scores it as a third row, head by head.
+#[test]
+fn the_supervised_baseline_script_writes_weights_that_eval_segment_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (garments, backgrounds, set) = (
+        dir.path().join("fmnist"),
+        dir.path().join("bg"),
+        dir.path().join("set"),
+    );
+    std::fs::create_dir_all(&garments).unwrap();
+    std::fs::create_dir_all(&backgrounds).unwrap();
+    common::write_garments(&garments, 30);
+    image::RgbImage::from_fn(80, 72, |x, y| {
+        image::Rgb([(x * 3) as u8, (y * 3) as u8, 90])
+    })
+    .save(backgrounds.join("gradient.png"))
+    .unwrap();
+    let spec = dino_stream::eval::composite::CompositeSpec {
+        fashion_mnist: garments,
+        split: dino_stream::source::IdxSplit::Train,
+        backgrounds,
+        count: 24,
+        size: 32,
+        seed: 0,
+        garment_scale: [0.4, 0.8],
+    };
+    dino_stream::eval::composite::build(&spec, &set).unwrap();
+    let weights = dir.path().join("supervised.safetensors");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/train-supervised-vit.py");
+    let out = std::process::Command::new(common::python())
+        .arg(&script)
+        .args([set.as_os_str(), weights.as_os_str()])
+        .args(["--test", set.to_str().unwrap()])
+        .args([
+            "--embed-dim",
+            "32",
+            "--depth",
+            "2",
+            "--heads",
+            "2",
+            "--patch",
+            "8",
+        ])
+        .args(["--epochs", "2", "--batch", "8", "--threads", "1"])
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .output()
+        .unwrap();
+    let log = common::text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("test accuracy"), "{log}");
+    let model = FeatureModel::open(
+        &weights,
+        OpenOptions {
+            heads: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(model.vit().unwrap().dims.heads, 2);
+    let w = weights.to_str().unwrap();
+    let out = common::run_in(
+        dir.path(),
+        &[
+            "eval",
+            "segment",
+            set.to_str().unwrap(),
+            w,
+            "--supervised",
+            w,
+            "--supervised-heads",
+            "2",
+        ],
+    );
+    let text = common::text(&out);
+    assert!(out.status.success(), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("supervised"))
+        .unwrap_or_else(|| panic!("no supervised row: {text}"));
+    assert_eq!(
+        row.split('[').nth(1).unwrap().split_whitespace().count(),
+        2,
+        "{row}"
+    );
+}

@@ -326,3 +326,26 @@ pub fn cache_build(dir: &Path, pipeline: &Path, out: &Path) -> Output {
         ],
     )
 }
+
+/// Fashion-MNIST-format IDX files of `n` 28x28 garments: a filled rectangle of intensity
+/// 60..255 (a dark garment too) on 0, whose size varies with `i`.
+pub fn write_garments(dir: &std::path::Path, n: u32) {
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, 28, 28] {
+        images.extend_from_slice(&d.to_be_bytes());
+    }
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend_from_slice(&n.to_be_bytes());
+    for i in 0..n {
+        let (half, level) = (4 + i % 8, 60 + (i * 37 % 196) as u8);
+        for y in 0..28u32 {
+            for x in 0..28u32 {
+                let inside = x.abs_diff(14) < half && y.abs_diff(14) < half + 2;
+                images.push(if inside { level } else { 0 });
+            }
+        }
+        labels.push((i % 10) as u8);
+    }
+    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
+}
