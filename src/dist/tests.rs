@@ -36,6 +36,13 @@ fn on_ranks<T: Send + 'static>(
     timeout: f64,
     f: impl Fn(Dist) -> T + Send + Sync + 'static,
 ) -> Vec<T> {
+    // Two process groups in one process race in libtorch's flight recorder (see
+    // .cargo/config.toml, which turns it off for everything cargo runs).
+    assert_eq!(
+        std::env::var("TORCH_FR_BUFFER_SIZE").as_deref(),
+        Ok("0"),
+        "run these tests through cargo, or with TORCH_FR_BUFFER_SIZE=0"
+    );
     let port = free_port();
     let f = Arc::new(f);
     let handles: Vec<_> = (0..world)
